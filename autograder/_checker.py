@@ -1,0 +1,124 @@
+"""One check: run the student's and the reference's code in two fresh workers and judge every part."""
+from __future__ import annotations
+
+import importlib
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autograder._compare import Mismatch
+from autograder._context import Context, GraderError, NeedsReference
+from autograder._registry import Course, Limits, load_course
+from autograder._result import FAILED, NEEDS_REFERENCE, PASSED, SKIPPED, CheckResult, PartResult
+from autograder._sandbox import Worker, WorkerError
+from autograder._source import cells_for, notebook_sources
+
+DEVICES = ("auto", "cpu", "cuda")
+FRAMEWORK_CHOICES = ("both", "torch", "tensorflow")
+
+
+class CheckError(RuntimeError):
+    """The check itself could not run (no reference worker, a device that is not there): not a grade."""
+
+
+def run_check(target: str, *, notebook: str | Path | None = None, sources: list[tuple[str, str]] | None = None,
+              device: str = "auto", framework: str = "both", course: Course | None = None,
+              seed: int | None = None, limits: Limits | None = None) -> CheckResult:
+    """Check an exercise (or one part: 'EXERCISE.PART') and return its result.
+
+    `sources` are (label, code) pairs, e.g. the cells a kernel has run; otherwise the code cells of
+    `notebook` (by default the exercise's notebook in exercises/). Raises NotebookError or RegistryError
+    for input that cannot be checked at all.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if framework not in FRAMEWORK_CHOICES:
+        raise ValueError(f"framework must be one of {FRAMEWORK_CHOICES}, got {framework!r}")
+    started = time.perf_counter()
+    course = course or load_course()
+    module, part_ids = course.resolve(target)
+    exercise = module.exercise
+    spec = importlib.import_module(module.spec_module)
+    frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
+    path = Path(notebook) if notebook else module.exercise_notebook
+    student_cells = cells_for(sources if sources is not None else notebook_sources(path), frameworks)
+    has_reference = module.solution.is_file()
+    reference_sources = notebook_sources(module.solution) if has_reference else []
+    reference_cells = cells_for(reference_sources + [("course baseline", spec.BASELINE)], frameworks)
+    seed = secrets.randbits(63) if seed is None else seed
+
+    limits = limits or course.limits
+    student = Worker("student", student_cells, frameworks, device, limits)
+    reference = Worker("reference", reference_cells, frameworks, device, limits)
+    result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
+                         notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
+                         frameworks=frameworks)
+    try:
+        try:
+            reference.wait_ready()
+        except WorkerError as e:
+            raise CheckError(f"the grader's reference worker did not start: {e}") from None
+        try:
+            ready = student.wait_ready()
+        except WorkerError as e:
+            result.error = str(e)
+            ready = None
+        info = (ready or reference.ready)["info"]
+        result.device = _device_words(info)
+        result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
+        result.timings["startup"] = time.perf_counter() - started
+        cell_errors = ready["cell_errors"] if ready else []
+        parts = {p.id: p for p in exercise.parts}
+        # Timed parts go last, when the reference worker has nothing else to do.
+        order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
+        results = {}
+        for pid in order:
+            part = parts[pid]
+            rng = np.random.default_rng([seed, exercise.parts.index(part)])
+            t0 = time.perf_counter()
+            if result.error:
+                results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
+            else:
+                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
+                results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
+            result.timings[pid] = time.perf_counter() - t0
+        result.parts = [results[pid] for pid in part_ids]
+    finally:
+        student.close()
+        reference.close()
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _device_words(info: dict) -> str:
+    if info["device"] == "cuda":
+        return f"cuda ({info.get('gpu', 'GPU')})"
+    return "cpu (no GPU: CPU thresholds)"
+
+
+def _part_result(part, status: str, message: str, details: dict | None = None) -> PartResult:
+    return PartResult(id=part.id, title=part.title, status=status, points=part.points if status == PASSED else 0.0,
+                      max_points=part.points, message=message, hint=part.hint, framework=part.framework,
+                      kind=part.kind, details=details or {})
+
+
+def _run_part(check, ctx: Context, part, frameworks: list[str]) -> PartResult:
+    needed = ["torch", "tensorflow"] if part.framework == "both" else [part.framework]
+    if not set(needed) <= set(frameworks):
+        return _part_result(part, SKIPPED, f"skipped: needs {' and '.join(needed)}, checked {' and '.join(frameworks)}")
+    try:
+        message = check(ctx) or "passed"
+        return _part_result(part, PASSED, message, ctx.details)
+    except Mismatch as m:
+        return _part_result(part, FAILED, str(m), ctx.details)
+    except NeedsReference:
+        return _part_result(part, NEEDS_REFERENCE,
+                            "needs the reference solution, which this copy of the course lacks: not counted")
+    except WorkerError as e:
+        return _part_result(part, FAILED, str(e), ctx.details)
+    except GraderError as e:
+        return _part_result(part, FAILED, f"grader problem, not yours: {e}", ctx.details)
+    except Exception as e:  # a bug in the course's spec must read as one line, never a traceback
+        return _part_result(part, FAILED, f"grader problem, not yours: {type(e).__name__}: {e}", ctx.details)

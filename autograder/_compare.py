@@ -1,0 +1,115 @@
+"""Judging what a worker returned: its type, device, shape, dtype and values. Runs in the trusted parent."""
+from __future__ import annotations
+
+import numpy as np
+
+EXPECTED_TYPES = {
+    "torch": ("torch.Tensor",),
+    "tensorflow": ("tf.Tensor", "tf.Variable"),
+    "numpy": ("numpy.ndarray",),
+}
+_TYPE_WORDS = {"torch": "a torch.Tensor", "tensorflow": "a tf.Tensor", "numpy": "a numpy.ndarray"}
+
+
+class Mismatch(AssertionError):
+    """One clear sentence on why an answer is not accepted; `details` feeds the result's numbers."""
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
+
+
+def leaves(output: dict, count: int, what: str) -> list[dict]:
+    """Split a returned value into `count` leaves: one value, or a tuple/list of `count` values."""
+    if count == 1 and "items" not in output:
+        return [output]
+    if "items" not in output:
+        raise Mismatch(f"{what} returned one {_type_name(output)}; expected a tuple of {count} values")
+    if len(output["items"]) != count:
+        raise Mismatch(f"{what} returned a {output['type']} of {len(output['items'])} values; expected {count}")
+    return output["items"]
+
+
+def _type_name(leaf: dict) -> str:
+    return "None" if leaf["type"] == "None" else leaf["type"]
+
+
+def tensor(leaf: dict, framework: str, device: str, what: str) -> np.ndarray:
+    """The array inside a returned leaf, after checking it is the right kind of tensor on the right device."""
+    wanted = EXPECTED_TYPES[framework]
+    if leaf["type"] not in wanted:
+        hint = ""
+        if leaf["type"] == "None":
+            hint = " (a missing return statement?)"
+        elif leaf["type"] in ("list", "tuple"):
+            hint = " (stack the values into one tensor)"
+        elif leaf["type"] in ("float", "int") or leaf["type"].startswith("numpy."):
+            hint = " (did you call .item() or .numpy()? keep it a tensor)"
+        got = "None" if leaf["type"] == "None" else _article(leaf["type"])
+        raise Mismatch(f"{what} is {got}, expected {_TYPE_WORDS[framework]}{hint}")
+    if framework == "torch":
+        got_cuda = leaf.get("device", "cpu").startswith("cuda")
+        if got_cuda != (device == "cuda"):
+            raise Mismatch(f"{what} is on {leaf.get('device')}, expected the {device} device the inputs came on")
+    return leaf["array"]
+
+
+def _article(name: str) -> str:
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+def _index(idx) -> str:
+    return "(" + ", ".join(str(int(i)) for i in idx) + ("," if len(idx) == 1 else "") + ")"
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, what: str, *, rtol: float, atol: float,
+            actual_dtype: str | None = None, expected_dtype: str | None = None) -> dict:
+    """Raise Mismatch unless `actual` matches `expected`; return the error statistics either way.
+
+    NaN must stand exactly where the expected value is NaN, and an infinity must match in place and sign:
+    neither is left to the accident of how a comparison treats them.
+    """
+    a_dtype = actual_dtype or actual.dtype.name
+    e_dtype = expected_dtype or expected.dtype.name
+    if actual.shape != expected.shape:
+        raise Mismatch(f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    if a_dtype != e_dtype:
+        why = " (NumPy's float64 leaking in?)" if a_dtype == "float64" and e_dtype == "float32" else ""
+        raise Mismatch(f"{what} has dtype {a_dtype}, expected {e_dtype}{why}")
+    cast = np.complex128 if "c" in (actual.dtype.kind, expected.dtype.kind) else np.float64
+    a, e = actual.astype(cast), expected.astype(cast)
+    a_nan, e_nan = np.isnan(a), np.isnan(e)
+    if (a_nan != e_nan).any():
+        i = tuple(np.argwhere(a_nan != e_nan)[0])
+        raise Mismatch(f"{what} ({_shape(actual)} {a_dtype}): got {_num(a[i])} at index {_index(i)}, expected {_num(e[i])}"
+                       f" ({int((a_nan & ~e_nan).sum())} unexpected NaN, {int((e_nan & ~a_nan).sum())} missing NaN)",
+                       max_abs_err=float("nan"), rtol=rtol, atol=atol)
+    a_inf, e_inf = np.isinf(a), np.isinf(e)
+    inf_bad = (a_inf | e_inf) & (a != e)
+    if inf_bad.any():
+        i = tuple(np.argwhere(inf_bad)[0])
+        raise Mismatch(f"{what} ({_shape(actual)} {a_dtype}): got {_num(a[i])} at index {_index(i)}, expected {_num(e[i])}",
+                       max_abs_err=float("inf"), rtol=rtol, atol=atol)
+    finite = ~(a_nan | a_inf | e_inf)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where `finite` is False anyway
+        err = np.where(finite, np.abs(a - e), 0.0)
+    scale = np.abs(e)
+    rel = np.divide(err, scale, out=np.zeros_like(err, dtype=np.float64), where=scale > 0)
+    stats = {"max_abs_err": float(err.max(initial=0.0)), "max_rel_err": float(rel.max(initial=0.0)),
+             "rtol": rtol, "atol": atol}
+    bad = err > atol + rtol * scale
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise Mismatch(
+            f"{what} ({_shape(actual)} {a_dtype}): {int(bad.sum())} of {bad.size} values differ beyond "
+            f"rtol={rtol:g}, atol={atol:g}; max abs err {stats['max_abs_err']:.3g}, max rel err "
+            f"{stats['max_rel_err']:.3g}; first at index {_index(i)}: got {_num(a[i])}, expected {_num(e[i])}", **stats)
+    return stats
+
+
+def _shape(arr: np.ndarray) -> str:
+    return "shape " + str(tuple(arr.shape))
+
+
+def _num(x) -> str:
+    return f"{x:.7g}" if np.isrealobj(x) else str(x)

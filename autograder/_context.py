@@ -1,0 +1,174 @@
+"""What a part's check sees: the two workers, the run's random generator, the device, and judging helpers.
+
+A part check is a function `check(ctx)` in `autograder/exercises/m<ID>.py`. It draws inputs from
+`ctx.rng`, calls functions in the student's and the reference's workers, and raises `Mismatch` with one
+teaching sentence when the answer is wrong. Every comparison happens here, in the trusted parent.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from autograder._compare import Mismatch, compare, leaves, tensor
+from autograder._registry import Part
+from autograder._sandbox import Worker, WorkerError
+
+
+class NeedsReference(Exception):
+    """The part compares against the reference solution, and this copy of the course has none."""
+
+
+class GraderError(RuntimeError):
+    """The course's own code failed (a broken reference solution or spec): not the student's fault."""
+
+
+class Context:
+    def __init__(self, part: Part, rng: np.random.Generator, device: str, student: Worker,
+                 reference: Worker, has_reference: bool, cell_errors: list[dict]):
+        self.part, self.rng, self.device = part, rng, device
+        self.student, self.reference, self.has_reference = student, reference, has_reference
+        self.cell_errors = cell_errors
+        self.details: dict = {}
+
+    # -- calling -------------------------------------------------------------------------------------
+    def _student_reply(self, reply: dict, fn: str) -> dict:
+        if reply.get("ok"):
+            return reply
+        error = str(reply.get("error", "failed"))
+        if error.endswith("is not defined") and self.cell_errors:
+            # Blame the failed cell that mentions the name, else the first failed cell.
+            blamed = next((e for e in self.cell_errors if fn in e.get("source", "")), self.cell_errors[0])
+            error += f": {blamed['label']} failed with {blamed['error']}"
+        elif error.endswith("is not defined"):
+            error += f" (define a function named {fn} in the notebook)"
+        raise Mismatch(error)
+
+    @staticmethod
+    def _reference_reply(reply: dict) -> dict:
+        if not reply.get("ok"):
+            raise GraderError(f"the reference solution failed: {reply.get('error')}")
+        return reply
+
+    def call(self, fn: str, args: list, framework: str) -> dict:
+        """Call the student's `fn` on tensors made from `args`; return its described output."""
+        reply = self.student.request({"op": "call", "fn": fn, "args": args, "framework": framework}, f"in {fn}")
+        return self._student_reply(reply, fn)["output"]
+
+    def call_both(self, fn: str, args: list, framework: str) -> tuple[dict, dict]:
+        """The student's and the reference's `fn` on the same inputs, computed concurrently."""
+        if not self.has_reference:
+            raise NeedsReference
+        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
+        self.student.send(message)
+        self.reference.send(message)
+        mine = self.student.receive(self.student.limits.call_timeout_s, f"in {fn}")
+        ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {fn}")
+        return self._student_reply(mine, fn)["output"], self._reference_reply(ref)["output"]
+
+    def introspect(self, op: str, fn: str, args: list | None = None):
+        reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}")
+        return self._student_reply(reply, fn)["value"]
+
+    # -- judging -------------------------------------------------------------------------------------
+    @staticmethod
+    def truth(*arrays: np.ndarray, dtype: str = "float32") -> dict:
+        """Ground truth computed here (e.g. in float64), in the shape of a described output.
+        `dtype` is what the student's tensors must have; the values keep their full precision."""
+        items = [{"type": "truth", "dtype": dtype, "array": np.asarray(a)} for a in arrays]
+        return items[0] if len(items) == 1 else {"type": "tuple", "items": items}
+
+    @staticmethod
+    def fail(message: str):
+        raise Mismatch(message)
+
+    def threshold(self) -> float:
+        return self.part.threshold(self.device)
+
+    def same(self, got: dict, want: dict, framework: str, names: list[str], what: str,
+             want_framework: str | None = None) -> None:
+        """`got` (a student's output) must hold len(names) tensors of `framework` matching `want`."""
+        got_leaves = leaves(got, len(names), what)
+        want_leaves = leaves(want, len(names), "the reference")
+        for name, g, w in zip(names, got_leaves, want_leaves):
+            label = f"{what}'s {name}" if len(names) > 1 else what
+            arr = tensor(g, framework, self.device, label)
+            want_arr = tensor(w, want_framework or framework, self.device, "the reference") \
+                if (want_framework or framework) != "any" else w["array"]
+            try:
+                stats = compare(arr, want_arr, label, rtol=self.part.rtol, atol=self.part.atol,
+                                actual_dtype=_np_dtype(g), expected_dtype=_np_dtype(w))
+            except Mismatch as m:
+                self.details.update(m.details)
+                raise
+            worst = self.details.get("max_abs_err", -1.0)
+            if stats["max_abs_err"] >= worst:
+                self.details.update(stats)
+
+    # -- timing --------------------------------------------------------------------------------------
+    def speedup(self, baseline: str, fast: str, make_args, framework: str, rounds: int = 15,
+                warmup: int = 3, target_round_s: float = 0.02) -> float:
+        """Median time of the course's `baseline` (in the clean reference worker) over the student's `fast`.
+
+        The two are timed on the parent's clock, interleaved and alternating which goes first, after a warm-up,
+        each request running a batch of distinct inputs and synchronising the device before it answers.
+        Distinct inputs make memoisation useless; the baseline's process is not the student's, so the
+        student cannot slow it down; and the fast side's outputs are verified afterwards.
+        """
+        def load(worker, prefix, n_rounds, per_round):
+            items = {f"{prefix}{r}.{k}": make_args() for r in range(n_rounds) for k in range(per_round)}
+            worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
+            return items
+
+        def timed(worker, fn, ids, check):
+            t0 = time.perf_counter()
+            reply = worker.request({"op": "run", "fn": fn, "ids": ids}, f"while timing {fn}")
+            elapsed = time.perf_counter() - t0
+            return elapsed, check(reply, fn)["outputs"]
+
+        student_ok, ref_ok = self._student_reply, lambda reply, fn: self._reference_reply(reply)
+        # Calibrate the batch size so one request takes about target_round_s.
+        load(self.reference, "cal", 1, 4)
+        timed(self.reference, baseline, [f"cal0.{k}" for k in range(4)], ref_ok)
+        t, _ = timed(self.reference, baseline, [f"cal0.{k}" for k in range(4)], ref_ok)
+        per_round = int(min(50, max(1, target_round_s / max(t / 4, 1e-6))))
+        n = warmup + rounds
+        load(self.reference, "a", n, per_round)
+        fast_inputs = load(self.student, "b", n, per_round)
+        times_a, times_b, fast_outputs = [], [], {}
+        for r in range(n):
+            ids_a = [f"a{r}.{k}" for k in range(per_round)]
+            ids_b = [f"b{r}.{k}" for k in range(per_round)]
+            order = [("a", ids_a), ("b", ids_b)] if r % 2 == 0 else [("b", ids_b), ("a", ids_a)]
+            for side, ids in order:
+                if side == "a":
+                    elapsed, _ = timed(self.reference, baseline, ids, ref_ok)
+                    times_a.append(elapsed)
+                else:
+                    elapsed, outs = timed(self.student, fast, ids, student_ok)
+                    times_b.append(elapsed)
+                    fast_outputs.update(zip(ids, outs))
+        a = statistics.median(times_a[warmup:]) / per_round
+        b = statistics.median(times_b[warmup:]) / per_round
+        ratio = a / b
+        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, ratio=ratio, threshold=self.threshold(),
+                            rounds=rounds, per_round=per_round)
+        self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
+        return ratio
+
+    def _verify_timed_outputs(self, baseline, fast, inputs, outputs, framework) -> None:
+        """What the fast side returned while timed must be right, or skipping the work would pay."""
+        sample = list(inputs)[:: max(1, len(inputs) // 12)]
+        self.reference.request({"op": "load", "items": {k: inputs[k] for k in sample}, "framework": framework},
+                               "while loading inputs")
+        reply = self._reference_reply(self.reference.request({"op": "run", "fn": baseline, "ids": sample},
+                                                             "while verifying"))
+        for key, want in zip(sample, reply["outputs"]):
+            n = len(want["items"]) if "items" in want else 1
+            names = [f"output {i}" for i in range(n)]
+            self.same(outputs[key], want, framework, names, f"{fast} (while timed)")
+
+
+def _np_dtype(leaf: dict) -> str:
+    return leaf.get("dtype") or leaf["array"].dtype.name

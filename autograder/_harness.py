@@ -1,0 +1,271 @@
+"""The worker: runs one notebook's code in a fresh process and answers the parent's requests.
+
+Started as `python -I -m autograder._harness REQ_FD REPLY_FD`, so this module is imported before any
+student code. It is *not* trusted: the student's code runs in this process and may patch anything here.
+That is fine by design: it only computes and reports plain data; the parent draws the inputs, keeps the
+clock, compares and decides.
+"""
+from __future__ import annotations
+
+import builtins
+import linecache
+import os
+import resource
+import sys
+import traceback
+
+import numpy as np
+
+from autograder._protocol import decode, encode
+
+torch = tf = None
+_DEVICE = "cpu"
+_NS: dict = {}
+_LOADED: dict = {}
+_CELL_PREFIX = "<clash "
+
+
+class _Missing(Exception):
+    """The function the parent asked for is not there (distinct from a KeyError the student's code raises)."""
+
+
+class _Channel:
+    def __init__(self, rfd: int, wfd: int):
+        self.rfd, self.wfd, self.buf = rfd, wfd, b""
+
+    def recv(self) -> dict | None:
+        while b"\n" not in self.buf:
+            chunk = os.read(self.rfd, 1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return decode(line)
+
+    def send(self, message: dict) -> None:
+        data = encode(message)
+        while data:
+            data = data[os.write(self.wfd, data):]
+
+
+def _limit_memory(memory_mb: int, device: str) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # An address-space cap breaks CUDA initialisation (it reserves huge virtual ranges), so on a GPU the
+    # parent's RSS watchdog is the only memory limit. On CPU the frameworks reserve ~3 GB of address space.
+    if device != "cuda":
+        cap = (memory_mb + 6144) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def _import_frameworks(frameworks: list[str], device: str) -> dict:
+    global torch, tf, _DEVICE
+    info = {}
+    if "torch" in frameworks:
+        import torch as _torch
+        torch = _torch
+        info["torch"] = torch.__version__
+        cuda = torch.cuda.is_available()
+        if device == "cuda" and not cuda:
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        if cuda and device != "cpu":
+            _DEVICE = "cuda"
+            info["gpu"] = torch.cuda.get_device_name(0)
+    if "tensorflow" in frameworks:
+        import tensorflow as _tf
+        tf = _tf
+        info["tensorflow"] = tf.__version__
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "cpu" and gpus:
+            tf.config.set_visible_devices([], "GPU")
+        elif gpus and device != "cpu" and "torch" not in frameworks:
+            _DEVICE = "cuda"
+        elif device == "cuda" and not gpus and "torch" not in frameworks:
+            raise RuntimeError("--device cuda was asked for, but TensorFlow sees no GPU")
+        tf.get_logger().setLevel("ERROR")
+    info["device"] = _DEVICE
+    return info
+
+
+def _where(exc: BaseException) -> str:
+    """The last place in the student's code that the traceback passes through."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(_CELL_PREFIX)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {f.filename[len(_CELL_PREFIX):-1]}, line {f.lineno})"
+
+
+def _describe_error(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    # TensorFlow opens with "in user code:" and a trace; its last line is the actual error.
+    first = (lines[-1] if lines[0].endswith(":") else lines[0])[:300] if lines else ""
+    return f"{type(exc).__name__}{': ' + first if first else ''}{_where(exc)}"
+
+
+def _run_cells(cells: list[dict], channel: _Channel) -> list[dict]:
+    _NS.update({"__name__": "__main__", "__builtins__": builtins})
+    errors = []
+    for cell in cells:
+        channel.send({"event": "cell", "label": cell["label"]})
+        try:
+            filename = f"{_CELL_PREFIX}{cell['label']}>"
+            # Like IPython: AutoGraph and tracebacks read a function's source through linecache.
+            linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
+            code = compile(cell["source"], filename, "exec")
+            exec(code, _NS)
+        except (Exception, SystemExit) as exc:  # a failing cell must not stop the others: grade what can be graded
+            errors.append({"label": cell["label"], "error": _describe_error(exc), "source": cell["source"][:4000]})
+    return errors
+
+
+def _to_framework(value, framework: str):
+    if not isinstance(value, np.ndarray):
+        return value
+    if framework == "torch":
+        return torch.as_tensor(value, device=_DEVICE)
+    if framework == "tensorflow":
+        return tf.constant(value)
+    return value
+
+
+def _plain(arr: np.ndarray, dtype_name: str) -> dict:
+    if arr.dtype.kind not in "biufc" or arr.dtype.name == "bfloat16":
+        arr = arr.astype(np.float32)
+    return {"dtype": dtype_name, "shape": list(arr.shape), "array": arr}
+
+
+def _describe(obj, depth: int = 0) -> dict:
+    """Report what the student returned as plain data: the parent judges types and values."""
+    if torch is not None and isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        dtype = str(t.dtype).removeprefix("torch.")
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return {"type": "torch.Tensor", "device": str(t.device), **_plain(t.cpu().resolve_conj().numpy(), dtype)}
+    if tf is not None and isinstance(obj, (tf.Tensor, tf.Variable)):
+        kind = "tf.Variable" if isinstance(obj, tf.Variable) else "tf.Tensor"
+        return {"type": kind, "device": obj.device, **_plain(np.asarray(obj.numpy()), obj.dtype.name)}
+    if isinstance(obj, (np.ndarray, np.generic)):
+        kind = "numpy.ndarray" if isinstance(obj, np.ndarray) else f"numpy.{type(obj).__name__}"
+        return {"type": kind, "device": "cpu", **_plain(np.asarray(obj), obj.dtype.name)}
+    if isinstance(obj, (bool, int, float)) and type(obj) in (bool, int, float):
+        return {"type": type(obj).__name__, "device": "cpu", **_plain(np.asarray(obj), type(obj).__name__)}
+    if type(obj) in (list, tuple) and depth < 3:
+        return {"type": type(obj).__name__, "items": [_describe(o, depth + 1) for o in obj]}
+    if obj is None:
+        return {"type": "None"}
+    return {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+
+
+def _function(name: str):
+    fn = _NS.get(name)
+    if fn is None:
+        raise _Missing(f"{name} is not defined")
+    if not callable(fn):
+        raise _Missing(f"{name} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _sync() -> None:
+    if torch is not None and _DEVICE == "cuda":
+        torch.cuda.synchronize()
+    if tf is not None:
+        tf.test.experimental.sync_devices()
+
+
+def _graph_ops(fn, args) -> dict:
+    graph = fn.get_concrete_function(*args).graph.as_graph_def()
+    inner = sorted({n.op for f in graph.library.function for n in f.node_def})
+    return {"ops": sorted(n.op for n in graph.node), "inner_ops": inner}
+
+
+def _script_nodes(fn) -> list[str]:
+    kinds = []
+
+    def walk(block):
+        for node in block.nodes():
+            kinds.append(node.kind())
+            for b in node.blocks():
+                walk(b)
+    walk(fn.graph)
+    return kinds
+
+
+def _graph_breaks(fn, args) -> dict:
+    import torch._dynamo as dynamo
+    dynamo.reset()
+    ex = dynamo.explain(fn)(*args)
+    return {"graph_count": ex.graph_count, "graph_break_count": ex.graph_break_count,
+            "reasons": [str(getattr(r, "reason", r))[:200] for r in ex.break_reasons]}
+
+
+def _answer(req: dict) -> dict:
+    op = req.get("op")
+    if op == "call":
+        args = [_to_framework(a, req.get("framework", "numpy")) for a in req.get("args", [])]
+        return {"ok": True, "output": _describe(_function(req["fn"])(*args))}
+    if op == "load":
+        framework = req.get("framework", "numpy")
+        for key, args in req["items"].items():
+            _LOADED[key] = [_to_framework(a, framework) for a in args]
+        return {"ok": True}
+    if op == "run":  # the parent times this whole request on its own clock
+        fn = _function(req["fn"])
+        outputs = [fn(*_LOADED[key]) for key in req["ids"]]
+        _sync()
+        return {"ok": True, "outputs": [_describe(o) for o in outputs]}
+    if op == "tracing_count":
+        fn = _function(req["fn"])
+        if not hasattr(fn, "experimental_get_tracing_count"):
+            raise _Missing(f"{req['fn']} is a plain Python function, not a tf.function")
+        return {"ok": True, "value": int(fn.experimental_get_tracing_count())}
+    if op == "graph_ops":
+        args = [_to_framework(a, "tensorflow") for a in req.get("args", [])]
+        fn = _function(req["fn"])
+        if not hasattr(fn, "get_concrete_function"):
+            raise _Missing(f"{req['fn']} is a plain Python function, not a tf.function")
+        return {"ok": True, "value": _graph_ops(fn, args)}
+    if op == "script_nodes":
+        fn = _function(req["fn"])
+        if not hasattr(fn, "graph"):
+            raise _Missing(f"{req['fn']} is not a TorchScript function or module (no .graph)")
+        return {"ok": True, "value": _script_nodes(fn)}
+    if op == "graph_breaks":
+        args = [_to_framework(a, "torch") for a in req.get("args", [])]
+        return {"ok": True, "value": _graph_breaks(_function(req["fn"]), args)}
+    return {"ok": False, "error": f"unknown request {op!r}"}
+
+
+def serve(rfd: int, wfd: int) -> None:
+    channel = _Channel(rfd, wfd)
+    setup = channel.recv()
+    if setup is None:
+        return
+    try:
+        _limit_memory(int(setup.get("memory_mb", 4096)), setup.get("device", "auto"))
+        info = _import_frameworks(setup.get("frameworks", []), setup.get("device", "auto"))
+    except Exception as exc:
+        channel.send({"event": "ready", "ok": False, "error": _describe_error(exc)})
+        return
+    errors = _run_cells(setup.get("cells", []), channel)
+    channel.send({"event": "ready", "ok": True, "info": info, "cell_errors": errors,
+                  "defined": sorted(k for k, v in _NS.items() if callable(v) and not k.startswith("_"))})
+    while (req := channel.recv()) is not None:
+        if req.get("op") == "quit":
+            return
+        try:
+            reply = _answer(req)
+        except _Missing as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except NotImplementedError as exc:
+            reply = {"ok": False, "error": f"{req.get('fn')} is not written yet: it raises NotImplementedError{_where(exc)}"}
+        except (Exception, SystemExit) as exc:
+            reply = {"ok": False, "error": f"{req.get('fn')} raised {_describe_error(exc)}"}
+        channel.send(reply)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    serve(int(sys.argv[1]), int(sys.argv[2]))
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: frameworks' atexit hooks can be slow or noisy

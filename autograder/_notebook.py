@@ -1,0 +1,81 @@
+"""`check()` inside a Jupyter kernel: it checks the code this kernel has run, not the file saved on disk.
+
+Importing autograder in a kernel registers a `pre_run_cell` hook that keeps the latest source of each cell
+(by the cell id the front end sends, else by its text), in the order they were last run. Cells run before
+the import come from the kernel's input history.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from autograder._checker import run_check
+from autograder._progress import record
+from autograder._registry import load_course
+from autograder._result import CheckResult
+from autograder._source import cells_for
+
+_cells: dict[str, tuple[str, str]] = {}
+_installed: set[int] = set()
+_cache: dict[tuple, CheckResult] = {}
+
+
+class CheckFailed(AssertionError):
+    """Raised by a failing check so the cell fails (nbgrader scores it 0); shows one line, not a traceback."""
+
+    def __init__(self, result: CheckResult):
+        failed = [p for p in result.parts if not p.passed]
+        super().__init__("; ".join(f"{p.id}: {p.message}" for p in failed) or str(result.error))
+        self.result = result
+
+    def _render_traceback_(self):  # IPython shows this instead of a traceback
+        return [f"CheckFailed: {self}"]
+
+
+def _remember(info) -> None:
+    key = info.cell_id or info.raw_cell
+    _cells.pop(key, None)
+    from IPython import get_ipython
+    shell = get_ipython()
+    _cells[key] = (f"In [{shell.execution_count if shell else '?'}]", info.raw_cell)
+
+
+def install(shell) -> None:
+    if id(shell) in _installed:
+        return
+    _installed.add(id(shell))
+    for n, raw in enumerate(shell.user_ns.get("In", [])[1:], 1):
+        _cells.setdefault(raw, (f"In [{n}]", raw))
+    shell.events.register("pre_run_cell", _remember)
+
+
+def kernel_sources() -> list[tuple[str, str]]:
+    return list(_cells.values())
+
+
+def check(target: str, *, device: str = "auto", framework: str = "both") -> None:
+    """Check an exercise or one part ('01_tensors' or '01_tensors.torch_grad') against this kernel's code.
+
+    Shows the result (HTML in a notebook, text elsewhere) and raises CheckFailed when a part fails.
+    """
+    from IPython import get_ipython
+    from IPython.display import display
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("check() runs inside a notebook kernel; in a terminal use `clash check`")
+    install(shell)
+    course = load_course()
+    module, part_ids = course.resolve(target)
+    sources = kernel_sources()
+    frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
+    digest = hashlib.sha256(repr(cells_for(sources, frameworks)).encode()).hexdigest()
+    key = (module.id, digest, device, framework)
+    if key not in _cache:  # one run serves every part's test cell until the code changes
+        _cache.clear()
+        _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course)
+        record(course.root, _cache[key])
+    result = _cache[key].only(part_ids)
+    display(result)
+    if not result.passed:
+        raise CheckFailed(result)
+    return None

@@ -1,0 +1,190 @@
+"""`clash`: the course in a terminal. A thin layer over the library; every command has --help."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from autograder._checker import DEVICES, FRAMEWORK_CHOICES, CheckError, run_check
+from autograder._progress import exercise_status, load_progress, record
+from autograder._registry import Course, RegistryError, load_course
+from autograder._source import NotebookError
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _course() -> Course:
+    try:
+        return load_course()
+    except RegistryError as e:
+        _die(str(e))
+
+
+def _die(message: str) -> None:
+    click.echo(f"clash: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _next_exercise(course: Course, progress: dict):
+    for module in course.modules:
+        if exercise_status(progress.get(module.id), module.exercise)[0] != "done":
+            return module
+    return None
+
+
+def _rel(path: Path, course: Course) -> str:
+    try:
+        return str(path.relative_to(course.root))
+    except ValueError:
+        return str(path)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Clash of Frameworks: PyTorch and TensorFlow side by side.
+
+    With no command, shows the course map: every module, your progress, and what to do next.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    course = _course()
+    progress = load_progress(course.root)
+    table = Table(title=course.title, title_justify="left")
+    for col in ("module", "exercise", "status", "points"):
+        table.add_column(col, overflow="fold")
+    for m in course.modules:
+        status, points = exercise_status(progress.get(m.id), m.exercise)
+        table.add_row(f"{m.id}: {m.title}", m.exercise.title, status, f"{points:g}/{m.exercise.max_score:g}")
+    console = Console()
+    console.print(table)
+    nxt = _next_exercise(course, progress)
+    if nxt is None:
+        console.print("Every exercise is done. Well played.")
+        return
+    console.print(f"Next: {nxt.id}, {nxt.title}")
+    console.print(f"  1. read   {_rel(nxt.lessons['torch'], course)}")
+    console.print(f"           {_rel(nxt.lessons['tensorflow'], course)}")
+    console.print(f"  2. solve  {_rel(nxt.exercise_notebook, course)}   (JupyterLab, or any Jupyter)")
+    console.print(f"  3. check  clash check {nxt.id}      (clash hint {nxt.id} when stuck)")
+
+
+@main.command("list")
+def list_() -> None:
+    """List the exercises with their status and points."""
+    course = _course()
+    progress = load_progress(course.root)
+    for m in course.modules:
+        status, points = exercise_status(progress.get(m.id), m.exercise)
+        click.echo(f"{m.id:<16} {status:<12} {points:g}/{m.exercise.max_score:g}  {m.exercise.title}")
+
+
+@main.command()
+@click.argument("exercise", required=False)
+@click.option("--notebook", type=click.Path(dir_okay=False, path_type=Path),
+              help="The notebook to check (default: the exercise's notebook under exercises/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object as JSON.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to run: CUDA when present (auto), or force one.")
+@click.option("--framework", type=click.Choice(FRAMEWORK_CHOICES), default="both", show_default=True,
+              help="Check one framework's side only (e.g. where only one has a GPU build).")
+def check(exercise, notebook, as_json, device, framework) -> None:
+    """Check an exercise (default: the first unfinished one); exit 0 when every part passes, 1 when one
+    fails, 2 on bad usage or unreadable input."""
+    course = _course()
+    if exercise is None:
+        nxt = _next_exercise(course, load_progress(course.root))
+        if nxt is None:
+            click.echo("Every exercise is done; name one to check it again.")
+            return
+        exercise = nxt.id
+    try:
+        result = run_check(exercise, notebook=notebook, device=device, framework=framework, course=course)
+    except (RegistryError, NotebookError, CheckError) as e:
+        if as_json:
+            click.echo(json.dumps({"error": str(e)}))
+        _die(str(e))
+    default_notebook = notebook is None or Path(notebook).resolve() == course.module(result.exercise).exercise_notebook
+    if default_notebook:  # progress follows the student's own notebook, not the solutions
+        record(course.root, result)
+    click.echo(result.to_json(indent=2) if as_json else result.summary())
+    sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("target")
+def hint(target) -> None:
+    """Show the hint for an exercise's parts, or for one part (EXERCISE.PART)."""
+    course = _course()
+    try:
+        module, part_ids = course.resolve(target)
+    except RegistryError as e:
+        _die(str(e))
+    status = load_progress(course.root).get(module.id, {}).get("parts", {})
+    for pid in part_ids:
+        part = module.exercise.part(pid)
+        mark = "✓" if status.get(pid) == "passed" else "•"
+        click.echo(f"{mark} {module.id}.{pid} — {part.title}\n    {part.hint}")
+
+
+@main.command()
+def progress() -> None:
+    """Draw a progress bar over the whole course."""
+    from rich.console import Console
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    course = _course()
+    records = load_progress(course.root)
+    total = sum(m.exercise.max_score for m in course.modules)
+    states = [exercise_status(records.get(m.id), m.exercise) for m in course.modules]
+    earned, done = sum(p for _, p in states), sum(s == "done" for s, _ in states)
+    row = Table.grid(padding=(0, 1))
+    row.add_row(f"{done}/{len(course.modules)} exercises", ProgressBar(total=total, completed=earned, width=40),
+                f"{earned:g}/{total:g} points ({100 * earned / total:.0f}%)")
+    Console().print(row)
+
+
+@main.command()
+@click.argument("exercise", required=False)
+@click.option("--notebook", type=click.Path(dir_okay=False, path_type=Path), help="The notebook to watch.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--framework", type=click.Choice(FRAMEWORK_CHOICES), default="both", show_default=True)
+def watch(exercise, notebook, device, framework) -> None:
+    """Check an exercise, then check it again every time its notebook is saved (Ctrl-C stops)."""
+    from watchfiles import watch as watch_files
+
+    course = _course()
+    module = course.module(exercise) if exercise else (_next_exercise(course, load_progress(course.root))
+                                                       or course.modules[0])
+    path = Path(notebook) if notebook else module.exercise_notebook
+    if not path.is_file():
+        _die(f"{path}: no such notebook")
+
+    def once() -> None:
+        try:
+            result = run_check(module.id, notebook=path, device=device, framework=framework, course=course)
+        except (NotebookError, CheckError) as e:  # a half-saved notebook: say so and keep watching
+            click.echo(f"clash: {e}")
+            return
+        if notebook is None:
+            record(course.root, result)
+        click.echo(result.summary())
+
+    click.echo(f"Watching {_rel(path, course)} (Ctrl-C stops)")
+    once()
+    try:
+        for _ in watch_files(path):
+            click.echo("\nSaved: checking again")
+            once()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The CLI is a thin layer: every command has help, and bad input is one line with exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from autograder.cli import main
+from conftest import ROOT
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    assert main.commands, "no commands"
+    for name, command in main.commands.items():
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and command.help and len(result.output) > 50, name
+    assert "course map" in runner.invoke(main, ["--help"]).output
+
+
+@pytest.fixture
+def isolated_progress(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASH_PROGRESS_DIR", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    return tmp_path
+
+
+def test_the_course_map_shows_modules_progress_and_the_next_step(isolated_progress):
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 0
+    assert "01_tensors" in result.output and "not started" in result.output
+    assert "clash check 01_tensors" in result.output and "exercises/01_tensors/01_tensors.ipynb" in result.output
+
+
+def test_list_hint_and_progress(isolated_progress):
+    runner = CliRunner()
+    assert "0/10" in runner.invoke(main, ["list"]).output
+    hint = runner.invoke(main, ["hint", "01_tensors.tf_grad"]).output
+    assert "tape.watch(w)" in hint
+    assert "0/10 points" in runner.invoke(main, ["progress"]).output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["check", "nope"], "clash: no exercise or part 'nope'"),
+    (["check", "01_tensors", "--notebook", "missing.ipynb"], "missing.ipynb: no such notebook"),
+    (["check", "01_tensors", "--device", "tpu"], "Invalid value for '--device'"),
+    (["hint", "nope"], "clash: no exercise or part 'nope'"),
+])
+def test_bad_usage_exits_2_with_one_clear_line(isolated_progress, args, message):
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_malformed_notebook_json_is_one_line_with_exit_2(tmp_path):
+    bad = tmp_path / "broken.ipynb"
+    bad.write_text('{"cells": [{"cell_type": "code", "source": "x = 1"')
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", "check", "01_tensors", "--notebook", str(bad),
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert json.loads(run.stdout)["error"].startswith(f"{bad}: not valid notebook JSON")
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr

@@ -1,0 +1,64 @@
+"""The worker's limits: whatever the student's code does, the parent gets one clear sentence, quickly."""
+import time
+
+import pytest
+
+from autograder._registry import Limits
+from autograder._sandbox import Worker, WorkerError
+
+LIMITS = Limits(startup_timeout_s=8, call_timeout_s=8, memory_mb=512, output_kb=64)
+
+
+def start(source):
+    # No framework: these tests are about the process, and start in well under a second.
+    return Worker("student", [{"label": "cell 1", "source": source}], [], "cpu", LIMITS)
+
+
+def outcome(source, call=None):
+    worker = start(source)
+    t0 = time.monotonic()
+    try:
+        worker.wait_ready()
+        if call:
+            reply = worker.request({"op": "call", "fn": call, "args": [], "framework": "numpy"}, f"in {call}")
+            return reply, time.monotonic() - t0
+        return worker.ready, time.monotonic() - t0
+    except WorkerError as e:
+        return str(e), time.monotonic() - t0
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("source,call,expected", [
+    ("while True:\n    pass", None, "took longer than 8 s while running the notebook's cells (cell 1 was running)"),
+    ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+     "while True:\n    pass", None, "took longer than 8 s"),
+    ("def f():\n    while True:\n        pass", "f", "took longer than 8 s in f"),
+    ("import os\ndef f():\n    os._exit(0)", "f", "exited with status 0 (sys.exit or os._exit?) in f"),
+    ("import ctypes\ndef f():\n    return ctypes.string_at(0)", "f", "was killed by a segmentation fault in f"),
+    ("def f():\n    return bytearray(2 * 1024 ** 3)", "f", "used more than 512 MB of memory"),
+    ("def f():\n    while True:\n        print('x' * 1000)", "f", "printed more than 64 KB of output"),
+    ("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), b'{not json\\n')", "f", "sent an unreadable reply"),
+])
+def test_each_abuse_ends_in_one_clear_sentence(source, call, expected):
+    message, seconds = outcome(source, call)
+    assert isinstance(message, str) and expected in message, message
+    assert "\n" not in message and seconds < 20
+
+
+def test_sys_exit_in_a_cell_is_that_cells_error_and_the_rest_still_runs():
+    worker = Worker("student", [{"label": "cell 1", "source": "import sys\nsys.exit(3)"},
+                                {"label": "cell 2", "source": "def f():\n    return 1.5"}], [], "cpu", LIMITS)
+    try:
+        ready = worker.wait_ready()
+        assert ready["cell_errors"][0]["label"] == "cell 1" and "SystemExit" in ready["cell_errors"][0]["error"]
+        reply = worker.request({"op": "call", "fn": "f", "args": [], "framework": "numpy"}, "in f")
+        assert reply["ok"] and float(reply["output"]["array"]) == 1.5
+    finally:
+        worker.close()
+
+
+def test_the_student_cannot_pickle_objects_into_the_parent():
+    message, _ = outcome("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), "
+                         "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')", "f")
+    assert "sent an unreadable reply" in message

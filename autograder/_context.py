@@ -92,7 +92,7 @@ class Context:
         got_leaves = leaves(got, len(names), what)
         want_leaves = leaves(want, len(names), "the reference")
         for name, g, w in zip(names, got_leaves, want_leaves):
-            label = f"{what}'s {name}" if len(names) > 1 else what
+            label = f"{what} [{name}]" if len(names) > 1 else what
             arr = tensor(g, framework, self.device, label)
             want_arr = tensor(w, want_framework or framework, self.device, "the reference") \
                 if (want_framework or framework) != "any" else w["array"]

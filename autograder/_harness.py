@@ -20,6 +20,7 @@ from autograder._protocol import decode, encode
 
 torch = tf = None
 _DEVICE = "cpu"
+_TF_FUNCTION: tuple = ()  # tf.function's class and methods, captured before any student code can patch them
 _NS: dict = {}
 _LOADED: dict = {}
 _CELL_PREFIX = "<clash "
@@ -50,9 +51,10 @@ class _Channel:
 
 def _limit_memory(memory_mb: int, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # An address-space cap breaks CUDA initialisation (it reserves huge virtual ranges), so on a GPU the
-    # parent's RSS watchdog is the only memory limit. On CPU the frameworks reserve ~3 GB of address space.
-    if device != "cuda":
+    # An address-space cap breaks CUDA initialisation (it reserves huge virtual ranges), so where a GPU may be
+    # used the parent's RSS watchdog is the only memory limit. On CPU the frameworks reserve ~3 GB of address space.
+    gpu_possible = device == "cuda" or (device == "auto" and os.path.exists("/dev/nvidiactl"))
+    if not gpu_possible:
         cap = (memory_mb + 6144) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
@@ -82,6 +84,9 @@ def _import_frameworks(frameworks: list[str], device: str) -> dict:
         elif device == "cuda" and not gpus and "torch" not in frameworks:
             raise RuntimeError("--device cuda was asked for, but TensorFlow sees no GPU")
         tf.get_logger().setLevel("ERROR")
+        global _TF_FUNCTION
+        cls = type(tf.function(lambda: 0))
+        _TF_FUNCTION = (cls, cls.experimental_get_tracing_count, cls.get_concrete_function)
     info["device"] = _DEVICE
     return info
 
@@ -166,6 +171,14 @@ def _function(name: str):
     return fn
 
 
+def _tf_function(name: str):
+    """The named tf.function, read through the methods captured at start-up, not the student's attributes."""
+    fn = _function(name)
+    if not _TF_FUNCTION or not isinstance(fn, _TF_FUNCTION[0]):
+        raise _Missing(f"{name} is a plain Python function, not a tf.function")
+    return fn
+
+
 def _sync() -> None:
     if torch is not None and _DEVICE == "cuda":
         torch.cuda.synchronize()
@@ -174,7 +187,7 @@ def _sync() -> None:
 
 
 def _graph_ops(fn, args) -> dict:
-    graph = fn.get_concrete_function(*args).graph.as_graph_def()
+    graph = _TF_FUNCTION[2](fn, *args).graph.as_graph_def()
     inner = sorted({n.op for f in graph.library.function for n in f.node_def})
     return {"ops": sorted(n.op for n in graph.node), "inner_ops": inner}
 
@@ -215,16 +228,11 @@ def _answer(req: dict) -> dict:
         _sync()
         return {"ok": True, "outputs": [_describe(o) for o in outputs]}
     if op == "tracing_count":
-        fn = _function(req["fn"])
-        if not hasattr(fn, "experimental_get_tracing_count"):
-            raise _Missing(f"{req['fn']} is a plain Python function, not a tf.function")
-        return {"ok": True, "value": int(fn.experimental_get_tracing_count())}
+        cls, tracing_count, _ = _TF_FUNCTION
+        return {"ok": True, "value": int(tracing_count(_tf_function(req["fn"])))}
     if op == "graph_ops":
         args = [_to_framework(a, "tensorflow") for a in req.get("args", [])]
-        fn = _function(req["fn"])
-        if not hasattr(fn, "get_concrete_function"):
-            raise _Missing(f"{req['fn']} is a plain Python function, not a tf.function")
-        return {"ok": True, "value": _graph_ops(fn, args)}
+        return {"ok": True, "value": _graph_ops(_tf_function(req["fn"]), args)}
     if op == "script_nodes":
         fn = _function(req["fn"])
         if not hasattr(fn, "graph"):

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import hashlib
 
-from autograder._checker import run_check
+from autograder._checker import CheckError, run_check
 from autograder._progress import record
-from autograder._registry import load_course
+from autograder._registry import RegistryError, load_course
 from autograder._result import CheckResult
 from autograder._source import cells_for
 
 _cells: dict[str, tuple[str, str]] = {}
 _installed: set[int] = set()
 _cache: dict[tuple, CheckResult] = {}
+
+
+class CheckUnavailable(RuntimeError):
+    """The check could not run at all (unknown id, no reference worker …): one line in the notebook."""
+
+    def _render_traceback_(self):
+        return [f"CheckUnavailable: {self}"]
 
 
 class CheckFailed(AssertionError):
@@ -64,15 +71,21 @@ def check(target: str, *, device: str = "auto", framework: str = "both") -> None
     if shell is None:
         raise RuntimeError("check() runs inside a notebook kernel; in a terminal use `clash check`")
     install(shell)
-    course = load_course()
-    module, part_ids = course.resolve(target)
+    try:
+        course = load_course()
+        module, part_ids = course.resolve(target)
+    except RegistryError as e:
+        raise CheckUnavailable(str(e)) from None
     sources = kernel_sources()
     frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
     digest = hashlib.sha256(repr(cells_for(sources, frameworks)).encode()).hexdigest()
     key = (module.id, digest, device, framework)
     if key not in _cache:  # one run serves every part's test cell until the code changes
         _cache.clear()
-        _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course)
+        try:
+            _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course)
+        except (CheckError, ValueError) as e:
+            raise CheckUnavailable(str(e)) from None
         record(course.root, _cache[key])
     result = _cache[key].only(part_ids)
     display(result)

@@ -62,3 +62,44 @@ def test_malformed_notebook_json_is_one_line_with_exit_2(tmp_path):
     assert run.returncode == 2
     assert json.loads(run.stdout)["error"].startswith(f"{bad}: not valid notebook JSON")
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_watch_checks_again_when_the_notebook_is_saved(course, tmp_path):
+    import queue
+    import threading
+    import time
+
+    from conftest import notebook_with
+
+    module = course.module("01_tensors")
+    nb = notebook_with(module.exercise_notebook, {}, tmp_path / "mine.ipynb")
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.cli", "watch", "01_tensors", "--notebook", str(nb),
+                             "--framework", "torch"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+
+    def wait_for(text, seconds=120):
+        deadline = time.monotonic() + seconds
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            if text in seen[-1]:
+                return
+        raise AssertionError(f"never saw {text!r} in {''.join(seen)}")
+
+    try:
+        wait_for("✗ torch_grad")
+        solved = {c["metadata"]["nbgrader"]["grade_id"]: c["source"]
+                  for c in json.loads(module.solution.read_text())["cells"]
+                  if c["metadata"].get("nbgrader", {}).get("grade_id") == "torch_loss_and_grad"}
+        notebook_with(nb, solved, nb)  # the student saves a fix
+        wait_for("Saved: checking again")
+        wait_for("✓ torch_grad")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

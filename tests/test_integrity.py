@@ -88,7 +88,7 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     by_id = {p.id: p for p in result.parts}
     assert not result.passed
     assert by_id["torch_grad"].status == "failed"
-    assert "torch_loss_and_grad's loss" in by_id["torch_grad"].message and "max abs err" in by_id["torch_grad"].message
+    assert "torch_loss_and_grad [loss]" in by_id["torch_grad"].message and "max abs err" in by_id["torch_grad"].message
     assert "is a numpy.float32, expected a tf.Tensor (did you call .item() or .numpy()?" in by_id["tf_grad"].message
     assert by_id["cross_grad"].status == "failed"
     assert "dtype float64, expected float32" in by_id["same_weights"].message

@@ -67,7 +67,7 @@ def cross_grad(ctx):
         mine_torch = ctx.call("torch_loss_and_grad", args, "torch")
         mine_tf = ctx.call("tf_loss_and_grad", args, "tensorflow")
         truth = ctx.truth(*_truth_loss_and_grad(*args))
-        ctx.same(mine_torch, mine_tf, "torch", NAMES, "PyTorch's answer vs TensorFlow's", want_framework="tensorflow")
+        ctx.same(mine_torch, mine_tf, "torch", NAMES, "torch_loss_and_grad vs tf_loss_and_grad", want_framework="tensorflow")
         ctx.same(mine_torch, truth, "torch", NAMES, "torch_loss_and_grad vs float64 NumPy", want_framework="any")
         ctx.same(mine_tf, truth, "tensorflow", NAMES, "tf_loss_and_grad vs float64 NumPy", want_framework="any")
     return "PyTorch and TensorFlow agree with each other and with float64 NumPy, gradients included"

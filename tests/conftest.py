@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # nbgrader and the kernels find their tools (alembic, jupyter) next to this interpreter.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests never touch the working copy's own progress file (the CLI records checks of exercises/ notebooks).
+os.environ["CLASH_PROGRESS_DIR"] = tempfile.mkdtemp(prefix="clash-test-progress-")
 
 
 @pytest.fixture(scope="session")

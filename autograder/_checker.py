@@ -25,12 +25,13 @@ class CheckError(RuntimeError):
 
 def run_check(target: str, *, notebook: str | Path | None = None, sources: list[tuple[str, str]] | None = None,
               device: str = "auto", framework: str = "both", course: Course | None = None,
-              seed: int | None = None, limits: Limits | None = None) -> CheckResult:
+              seed: int | None = None, limits: Limits | None = None, zygote=None) -> CheckResult:
     """Check an exercise (or one part: 'EXERCISE.PART') and return its result.
 
     `sources` are (label, code) pairs, e.g. the cells a kernel has run; otherwise the code cells of
     `notebook` (by default the exercise's notebook in exercises/). Raises NotebookError or RegistryError
-    for input that cannot be checked at all.
+    for input that cannot be checked at all. A `zygote` (autograder._zygote) forks the workers instead of
+    starting fresh interpreters: for grading many notebooks.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -50,8 +51,8 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     seed = secrets.randbits(63) if seed is None else seed
 
     limits = limits or course.limits
-    student = Worker("student", student_cells, frameworks, device, limits)
-    reference = Worker("reference", reference_cells, frameworks, device, limits)
+    student = Worker("student", student_cells, frameworks, device, limits, zygote)
+    reference = Worker("reference", reference_cells, frameworks, device, limits, zygote)
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
                          notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
                          frameworks=frameworks)

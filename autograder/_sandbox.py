@@ -26,7 +26,7 @@ class WorkerError(RuntimeError):
     """The worker could not answer: it died, timed out, flooded its output or broke the protocol."""
 
 
-def _env(device: str) -> dict:
+def worker_env(device: str) -> dict:
     env = dict(os.environ)
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
     if device == "cpu":
@@ -37,7 +37,8 @@ def _env(device: str) -> dict:
 class Worker:
     """One notebook's code, running in its own process group, in a scratch folder."""
 
-    def __init__(self, role: str, cells: list[dict], frameworks: list[str], device: str, limits: Limits):
+    def __init__(self, role: str, cells: list[dict], frameworks: list[str], device: str, limits: Limits,
+                 zygote=None):
         self.role, self.limits = role, limits
         self.replies: queue.Queue = queue.Queue()
         self.output = bytearray()   # the last output_kb of what the student printed, for diagnostics
@@ -47,10 +48,13 @@ class Worker:
         self._scratch = tempfile.TemporaryDirectory(prefix=f"clash-{role}-")
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "autograder._harness", str(req_r), str(rep_w)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(req_r, rep_w), cwd=self._scratch.name, env=_env(device), start_new_session=True)
+        if zygote is not None:  # forked from a process that has imported the frameworks already
+            self.proc = zygote.spawn(self._scratch.name, req_r, rep_w)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-m", "autograder._harness", str(req_r), str(rep_w)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                pass_fds=(req_r, rep_w), cwd=self._scratch.name, env=worker_env(device), start_new_session=True)
         os.close(req_r)
         os.close(rep_w)
         os.set_blocking(self._req_w, False)

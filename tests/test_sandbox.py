@@ -4,18 +4,30 @@ import time
 import pytest
 
 from autograder._registry import Limits
-from autograder._sandbox import Worker, WorkerError
+from autograder._sandbox import Worker, WorkerError, worker_env
+from autograder._zygote import Zygote
 
 LIMITS = Limits(startup_timeout_s=8, call_timeout_s=8, memory_mb=512, output_kb=64)
 
 
-def start(source):
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def launcher(request):
+    """Every limit must hold for a freshly started worker and for one forked from a zygote."""
+    if request.param == "fresh":
+        yield None
+        return
+    zygote = Zygote([], worker_env("cpu"))
+    yield zygote
+    zygote.close()
+
+
+def start(source, zygote):
     # No framework: these tests are about the process, and start in well under a second.
-    return Worker("student", [{"label": "cell 1", "source": source}], [], "cpu", LIMITS)
+    return Worker("student", [{"label": "cell 1", "source": source}], [], "cpu", LIMITS, zygote)
 
 
-def outcome(source, call=None):
-    worker = start(source)
+def outcome(source, zygote, call=None):
+    worker = start(source, zygote)
     t0 = time.monotonic()
     try:
         worker.wait_ready()
@@ -40,15 +52,16 @@ def outcome(source, call=None):
     ("def f():\n    while True:\n        print('x' * 1000)", "f", "printed more than 64 KB of output"),
     ("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), b'{not json\\n')", "f", "sent an unreadable reply"),
 ])
-def test_each_abuse_ends_in_one_clear_sentence(source, call, expected):
-    message, seconds = outcome(source, call)
+def test_each_abuse_ends_in_one_clear_sentence(source, call, expected, launcher):
+    message, seconds = outcome(source, launcher, call)
     assert isinstance(message, str) and expected in message, message
     assert "\n" not in message and seconds < 20
 
 
-def test_sys_exit_in_a_cell_is_that_cells_error_and_the_rest_still_runs():
+def test_sys_exit_in_a_cell_is_that_cells_error_and_the_rest_still_runs(launcher):
     worker = Worker("student", [{"label": "cell 1", "source": "import sys\nsys.exit(3)"},
-                                {"label": "cell 2", "source": "def f():\n    return 1.5"}], [], "cpu", LIMITS)
+                                {"label": "cell 2", "source": "def f():\n    return 1.5"}], [], "cpu", LIMITS,
+                    launcher)
     try:
         ready = worker.wait_ready()
         assert ready["cell_errors"][0]["label"] == "cell 1" and "SystemExit" in ready["cell_errors"][0]["error"]
@@ -58,7 +71,7 @@ def test_sys_exit_in_a_cell_is_that_cells_error_and_the_rest_still_runs():
         worker.close()
 
 
-def test_the_student_cannot_pickle_objects_into_the_parent():
+def test_the_student_cannot_pickle_objects_into_the_parent(launcher):
     message, _ = outcome("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), "
-                         "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')", "f")
+                         "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')", launcher, "f")
     assert "sent an unreadable reply" in message

@@ -69,6 +69,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         info = (ready or reference.ready)["info"]
         result.device = _device_words(info)
         result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
+        result.isolation = ready["info"].get("isolation", "unknown") if ready else "not started"
         result.timings["startup"] = time.perf_counter() - started
         cell_errors = ready["cell_errors"] if ready else []
         parts = {p.id: p for p in exercise.parts}

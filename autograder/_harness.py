@@ -91,6 +91,21 @@ def _import_frameworks(frameworks: list[str], device: str) -> dict:
     return info
 
 
+def _isolate() -> str:
+    """Confine the student's code to reading the Python installation and writing its scratch folder."""
+    from autograder import _landlock
+    scratch = os.getcwd()
+    os.environ.update(HOME=scratch, TMPDIR=scratch)  # caches (keras, torch, inductor) go to the scratch folder
+    import tempfile
+    tempfile.tempdir = None
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the autograder package's parent …
+    reads = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             *(p for p in sys.path if os.path.isdir(p) and not os.path.samefile(p, package)),
+             os.path.join(package, "autograder"),  # … of which only the package itself may be read
+             "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/opt"}
+    return _landlock.restrict(sorted(reads), [scratch, "/dev"])
+
+
 def _where(exc: BaseException) -> str:
     """The last place in the student's code that the traceback passes through."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(_CELL_PREFIX)]
@@ -255,6 +270,8 @@ def serve(rfd: int, wfd: int) -> None:
     except Exception as exc:
         channel.send({"event": "ready", "ok": False, "error": _describe_error(exc)})
         return
+    if setup.get("isolate"):
+        info["isolation"] = _isolate()
     errors = _run_cells(setup.get("cells", []), channel)
     channel.send({"event": "ready", "ok": True, "info": info, "cell_errors": errors,
                   "defined": sorted(k for k, v in _NS.items() if callable(v) and not k.startswith("_"))})

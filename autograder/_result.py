@@ -43,6 +43,7 @@ class CheckResult:
     frameworks: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)   # seconds: "total", "startup", and one per part
+    isolation: str = ""                           # how the student's process was confined (e.g. "landlock v7")
     error: str | None = None                      # the whole check could not run (bad notebook, timeout …)
 
     @property

@@ -60,8 +60,9 @@ class Worker:
         os.set_blocking(self._req_w, False)
         for target in (self._read_replies, self._drain_output, self._watch_memory):
             threading.Thread(target=target, daemon=True).start()
+        # Only the student's code is confined to its scratch folder; the reference is the course's own.
         self._send({"op": "setup", "cells": cells, "frameworks": frameworks, "device": device,
-                    "memory_mb": limits.memory_mb})
+                    "memory_mb": limits.memory_mb, "isolate": role == "student"})
 
     # -- threads -------------------------------------------------------------------------------------
     def _read_replies(self) -> None:

@@ -75,3 +75,34 @@ def test_the_student_cannot_pickle_objects_into_the_parent(launcher):
     message, _ = outcome("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), "
                          "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')", launcher, "f")
     assert "sent an unreadable reply" in message
+
+
+def test_the_students_code_cannot_read_the_course_or_write_outside_its_scratch_folder(launcher, tmp_path):
+    from conftest import ROOT
+    secret = ROOT / "solutions" / "01_tensors" / "01_tensors.ipynb"
+    gradebook = tmp_path / "gradebook.db"
+    gradebook.write_text("grades")
+    probe = f'''
+import os
+def f():
+    verdicts = []
+    for path, mode in (({str(secret)!r}, "r"), ({str(gradebook)!r}, "a"), ({str(ROOT / "course.toml")!r}, "r")):
+        try:
+            open(path, mode).close()
+            verdicts.append(1.0)
+        except PermissionError:
+            verdicts.append(0.0)
+    with open("mine.txt", "w") as fh:  # the scratch folder stays writable
+        fh.write("ok")
+    import numpy                        # and the installed packages readable
+    return verdicts
+'''
+    worker = start(probe, launcher)
+    try:
+        assert worker.wait_ready()["info"]["isolation"].startswith("landlock")
+        reply = worker.request({"op": "call", "fn": "f", "args": [], "framework": "numpy"}, "in f")
+        assert reply["ok"], reply
+        assert [float(i["array"]) for i in reply["output"]["items"]] == [0.0, 0.0, 0.0]
+        assert gradebook.read_text() == "grades"
+    finally:
+        worker.close()

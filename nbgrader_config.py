@@ -1,9 +1,21 @@
 """nbgrader configuration: the repository root is the course directory."""
+import os
+
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                    SaveAutoGrades)
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+
+from autograder.grading import ClashGrade
+
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
-c.CourseDirectory.root = "."
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.course_id = "clash-of-frameworks"
-# Notebooks are committed without outputs; the generated exercises must be reproducible byte for byte.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+# Grading: the isolated checker decides every grade cell in place of running the student's kernel (Execute),
+# so nothing the submission does in its own process can change a grade, and no stderr noise zeroes a cell.
+c.Autograde.autograde_preprocessors = [ClashGrade, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")

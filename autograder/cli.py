@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -184,6 +185,68 @@ def watch(exercise, notebook, device, framework) -> None:
             once()
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("assignment")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Submissions checked at once (with --device cuda: one per GPU).")
+@click.option("--scheduler", metavar="ADDRESS", help="Check on a Dask cluster (dask.distributed scheduler address).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def grade(assignment, workers, scheduler, device) -> None:
+    """Grade every submission of ASSIGNMENT (submitted/<student>/ASSIGNMENT/) in parallel, into nbgrader's
+    gradebook. Safe to interrupt: the next run keeps finished grades and grades only the rest."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from autograder._classgrade import grade_class, write_report
+
+    course = _course()
+    console = Console()
+    bar = Progress(TextColumn(f"grading {assignment}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"), console=console)
+    task = bar.add_task("", total=None)
+
+    def progress(done, total, sub):
+        bar.update(task, completed=done, total=total, description=sub.student if sub else "")
+
+    started = time.perf_counter()
+    try:
+        with bar:
+            subs = grade_class(assignment, workers=workers, scheduler=scheduler, device=device,
+                               on_progress=progress, course=course)
+    except KeyboardInterrupt:
+        console.print("Interrupted: finished grades are kept; run the same command again to grade the rest.")
+        sys.exit(130)
+    except (RegistryError, RuntimeError) as e:
+        _die(str(e))
+    table = Table(title=f"{assignment}: {len(subs)} submissions in {time.perf_counter() - started:.1f} s")
+    for col in ("student", "status", "score", "reason", "time (s)"):
+        table.add_column(col, overflow="fold")
+    for sub in subs:
+        rec = sub.record
+        table.add_row(sub.student, rec.get("status", "?"), f"{rec.get('score', 0):g}/{rec.get('max_score', 0):g}",
+                      rec.get("reason", ""), str(rec.get("seconds", "")))
+    console.print(table)
+    failed = [s for s in subs if s.record.get("status") != "graded"]
+    console.print(f"{len(subs) - len(failed)} graded, {len(failed)} could not be graded (see the reasons); "
+                  f"report: {_rel(write_report(course, assignment), course)}")
+
+
+@main.command()
+@click.argument("assignment")
+def report(assignment) -> None:
+    """Print ASSIGNMENT's grading report: a score per graded submission, a reason for each that could not be
+    graded (also written to grading/ASSIGNMENT/report.csv)."""
+    from autograder._classgrade import report_rows, write_report
+
+    course = _course()
+    path = write_report(course, assignment)
+    for row in report_rows(course, assignment):
+        score = f"{row['score']:g}/{row['max_score']:g}" if row["status"] == "graded" else "-"
+        click.echo(f"{row['student']:<20} {row['status']:<11} {score:<8} {row['reason']}")
+    click.echo(f"written to {_rel(path, course)}")
 
 
 if __name__ == "__main__":

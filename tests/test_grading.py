@@ -1,0 +1,160 @@
+"""Instructors: nbgrader autograde through the isolated checker, `clash grade` in parallel, and a red-team class
+that cannot gain a point, cannot hurt another student's grade, and is never a silent zero."""
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from classroom import ASSIGNMENT, RED_TEAM, WRONG_TORCH, make_course, submit, submit_red_team, with_solution
+
+pytestmark = pytest.mark.slow
+SHORT_LIMITS = """
+startup_timeout_s = 25
+call_timeout_s = 20
+memory_mb = 1536
+output_kb = 256
+"""
+
+
+def run(args, cwd, timeout=900, **kw):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def gradebook_scores(course):
+    """{student: total auto score} straight from nbgrader's SQLite gradebook."""
+    con = sqlite3.connect(course / "gradebook.db")
+    rows = con.execute("""
+        select student.id, sum(grade.auto_score) from grade
+        join submitted_notebook on grade.notebook_id = submitted_notebook.id
+        join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
+        join student on submitted_assignment.student_id = student.id group by student.id""").fetchall()
+    con.close()
+    return {student: score for student, score in rows}
+
+
+def part_scores(course, student):
+    record = json.loads((course / "grading" / ASSIGNMENT / f"{student}.json").read_text())
+    return record, {pid: p["points"] for pid, p in record["parts"].items()}
+
+
+@pytest.fixture(scope="module")
+def red_class(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("red"), SHORT_LIMITS)
+    submit(course, "correct", with_solution())
+    submit(course, "wrong", with_solution(torch_loss_and_grad=WRONG_TORCH))
+    submit(course, "untouched")
+    for name in RED_TEAM:
+        submit_red_team(course, name)
+    t0 = time.monotonic()
+    result = run([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--workers", "2"], course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return course, result.stdout, time.monotonic() - t0
+
+
+def test_red_team_has_at_least_15_submissions():
+    assert len(RED_TEAM) >= 15
+
+
+def test_honest_students_are_graded_normally_beside_the_red_team(red_class):
+    course, _, _ = red_class
+    scores = gradebook_scores(course)
+    assert scores["correct"] == 10 and scores["untouched"] == 0 and scores["wrong"] == 6
+    for student in ("correct", "wrong", "untouched"):
+        assert part_scores(course, student)[0]["status"] == "graded"
+
+
+@pytest.mark.parametrize("name", sorted(RED_TEAM))
+def test_each_attack_scores_zero_where_it_attacks_with_a_clear_reason(red_class, name):
+    import re
+    course, _, _ = red_class
+    _, attacked, expected = RED_TEAM[name]
+    record, parts = part_scores(course, name)
+    if attacked == "all":
+        assert record["status"] == "failed" and re.search(expected, record["reason"]), record
+        assert sum(parts.values()) == 0
+        return
+    for pid in attacked:
+        assert parts.get(pid, 0) == 0, (pid, parts)
+    text = record.get("reason", "") + " ".join(p["message"] for p in record["parts"].values())
+    assert re.search(expected, text), (expected, text)
+    honest = {pid for pid in parts} - set(attacked) - {"cross_grad", "tf_graph", "graph_speed"}
+    assert all(parts[pid] > 0 for pid in honest if pid in ("torch_grad", "tf_grad") and
+               name not in ("deletes_grade_cell",)), parts
+
+
+def test_the_gradebook_and_solutions_are_intact(red_class):
+    course, _, _ = red_class
+    assert sqlite3.connect(course / "gradebook.db").execute("pragma integrity_check").fetchone() == ("ok",)
+    assert "BEGIN SOLUTION" in (course / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
+
+
+def test_failures_are_never_silent_zeros_in_the_report(red_class):
+    course, stdout, _ = red_class
+    rows = {r["student"]: r for r in csv.DictReader(open(course / "grading" / ASSIGNMENT / "report.csv"))}
+    for name, (_, attacked, _) in RED_TEAM.items():
+        if attacked == "all":
+            assert rows[name]["status"] == "failed" and rows[name]["reason"], rows[name]
+    assert rows["untouched"]["status"] == "graded" and float(rows["untouched"]["score"]) == 0
+    assert "could not be graded" in stdout
+
+
+def test_clash_grade_gives_the_same_scores_as_nbgrader_autograde(tmp_path, red_class):
+    course = make_course(tmp_path)
+    submit(course, "correct", with_solution())
+    submit(course, "wrong", with_solution(torch_loss_and_grad=WRONG_TORCH))
+    submit(course, "untouched")
+    result = run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], course)
+    assert result.returncode == 0, result.stderr
+    via_nbgrader = gradebook_scores(course)
+    red_course, _, _ = red_class
+    via_clash = {k: v for k, v in gradebook_scores(red_course).items() if k in via_nbgrader}
+    assert via_nbgrader == via_clash == {"correct": 10, "wrong": 6, "untouched": 0}
+
+
+def test_feedback_shows_messages_and_hints_not_solutions(red_class):
+    course, _, _ = red_class
+    result = run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", "wrong"], course)
+    assert result.returncode == 0, result.stderr
+    page = (course / "feedback" / "wrong" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    assert "torch_loss_and_grad [loss]" in page and "Hint:" in page and "loss.backward()" in page
+    assert "BEGIN SOLUTION" not in page and "w.detach().clone().requires_grad_(True)\n    loss = ((x @ w - y) ** 2).mean()" \
+        not in page
+
+
+def test_an_interrupted_run_keeps_finished_grades_and_grades_only_the_rest(tmp_path):
+    course = make_course(tmp_path)
+    for i in range(4):
+        submit(course, f"s{i}", with_solution() if i % 2 == 0 else None)
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--workers", "1"],
+                            cwd=course, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = course / "grading" / ASSIGNMENT
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len([p for p in records.glob("s*.json")
+                                                if "clash grade" in p.read_text()]) < 1:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    first = {p.stem: p.stat().st_mtime_ns for p in records.glob("s*.json") if "clash grade" in p.read_text()}
+    assert 1 <= len(first) < 4
+    result = run([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--workers", "2"], course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {p.stem: p.stat().st_mtime_ns for p in records.glob("s*.json") if p.stem in first} == first
+    assert gradebook_scores(course) == {"s0": 10, "s1": 0, "s2": 10, "s3": 0}
+
+
+def test_dask_local_cluster_grades_the_same(tmp_path):
+    from dask.distributed import LocalCluster
+    course = make_course(tmp_path)
+    submit(course, "correct", with_solution())
+    submit(course, "wrong", with_solution(torch_loss_and_grad=WRONG_TORCH))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = run([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--scheduler",
+                      cluster.scheduler_address], course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert gradebook_scores(course) == {"correct": 10, "wrong": 6}

@@ -238,10 +238,11 @@ def _write(api, course: Course, assignment: str, sub: Submission, record: dict) 
 def report_rows(course: Course, assignment: str) -> list[dict]:
     """One row per submission: graded with a score, or failed with the reason (never a bare 0)."""
     records = grading.load_records(course.root, assignment)
+    unreadable = {sub.student: sub.record for sub in find_submissions(course, assignment) if sub.record}
     rows = []
     for folder in sorted((course.root / "submitted").glob(f"*/{assignment}")):
         student = folder.parent.name
-        rec = records.get(student)
+        rec = records.get(student) or unreadable.get(student)
         if rec is None:
             rows.append({"student": student, "status": "not graded", "score": "", "max_score": "",
                          "reason": "no grading record: run `clash grade` (or `nbgrader autograde`)"})

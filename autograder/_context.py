@@ -13,7 +13,7 @@ import numpy as np
 
 from autograder._compare import Mismatch, compare, leaves, tensor
 from autograder._registry import Part
-from autograder._sandbox import Worker, WorkerError
+from autograder._sandbox import Worker, WorkerError, exclusive_timing
 
 
 class NeedsReference(Exception):
@@ -113,49 +113,56 @@ class Context:
 
         The two are timed on the parent's clock, interleaved and alternating which goes first, after a warm-up,
         each request running a batch of distinct inputs and synchronising the device before it answers.
-        Distinct inputs make memoisation useless; the baseline's process is not the student's, so the
-        student cannot slow it down; and the fast side's outputs are verified afterwards.
+        Distinct inputs make memoisation useless; the baseline's process is not the student's and is frozen
+        while the student's runs (and the other way round), so neither can slow the other; no other worker
+        of this process runs meanwhile; and the fast side's outputs are verified afterwards.
         """
-        def load(worker, prefix, n_rounds, per_round):
-            items = {f"{prefix}{r}.{k}": make_args() for r in range(n_rounds) for k in range(per_round)}
-            worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
-            return items
+        with exclusive_timing(self.student, self.reference):
+            # Calibrate the batch size so one request takes about target_round_s.
+            cal = list(self._load(self.reference, "cal", 1, 4, make_args, framework))
+            self._timed(self.reference, baseline, cal)
+            t, _ = self._timed(self.reference, baseline, cal)
+            per_round = int(min(50, max(1, target_round_s / max(t / 4, 1e-6))))
+            n = warmup + rounds
+            self._load(self.reference, "a", n, per_round, make_args, framework)
+            fast_inputs = self._load(self.student, "b", n, per_round, make_args, framework)
+            times = {"a": [], "b": []}
+            fast_outputs = {}
+            for r in range(n):
+                sides = [("a", self.reference, baseline), ("b", self.student, fast)]
+                for side, worker, fn in sides if r % 2 == 0 else sides[::-1]:
+                    ids = [f"{side}{r}.{k}" for k in range(per_round)]
+                    elapsed, outputs = self._timed(worker, fn, ids)
+                    times[side].append(elapsed)
+                    if side == "b":
+                        fast_outputs.update(zip(ids, outputs))
+        a = statistics.median(times["a"][warmup:]) / per_round
+        b = statistics.median(times["b"][warmup:]) / per_round
+        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, ratio=a / b, threshold=self.threshold(),
+                            rounds=rounds, per_round=per_round)
+        self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
+        return a / b
 
-        def timed(worker, fn, ids, check):
+    @staticmethod
+    def _load(worker: Worker, prefix: str, n_rounds: int, per_round: int, make_args, framework: str) -> dict:
+        items = {f"{prefix}{r}.{k}": make_args() for r in range(n_rounds) for k in range(per_round)}
+        worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
+        return items
+
+    def _timed(self, worker: Worker, fn: str, ids: list[str]) -> tuple[float, list]:
+        """One timed request. The other side is frozen meanwhile: a student's thread that burns CPU while the
+        baseline runs (to slow it down) cannot run at all."""
+        idle = self.student if worker is self.reference else self.reference
+        worker.wait_ready()
+        idle.pause()
+        try:
             t0 = time.perf_counter()
             reply = worker.request({"op": "run", "fn": fn, "ids": ids}, f"while timing {fn}")
             elapsed = time.perf_counter() - t0
-            return elapsed, check(reply, fn)["outputs"]
-
-        student_ok, ref_ok = self._student_reply, lambda reply, fn: self._reference_reply(reply)
-        # Calibrate the batch size so one request takes about target_round_s.
-        load(self.reference, "cal", 1, 4)
-        timed(self.reference, baseline, [f"cal0.{k}" for k in range(4)], ref_ok)
-        t, _ = timed(self.reference, baseline, [f"cal0.{k}" for k in range(4)], ref_ok)
-        per_round = int(min(50, max(1, target_round_s / max(t / 4, 1e-6))))
-        n = warmup + rounds
-        load(self.reference, "a", n, per_round)
-        fast_inputs = load(self.student, "b", n, per_round)
-        times_a, times_b, fast_outputs = [], [], {}
-        for r in range(n):
-            ids_a = [f"a{r}.{k}" for k in range(per_round)]
-            ids_b = [f"b{r}.{k}" for k in range(per_round)]
-            order = [("a", ids_a), ("b", ids_b)] if r % 2 == 0 else [("b", ids_b), ("a", ids_a)]
-            for side, ids in order:
-                if side == "a":
-                    elapsed, _ = timed(self.reference, baseline, ids, ref_ok)
-                    times_a.append(elapsed)
-                else:
-                    elapsed, outs = timed(self.student, fast, ids, student_ok)
-                    times_b.append(elapsed)
-                    fast_outputs.update(zip(ids, outs))
-        a = statistics.median(times_a[warmup:]) / per_round
-        b = statistics.median(times_b[warmup:]) / per_round
-        ratio = a / b
-        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, ratio=ratio, threshold=self.threshold(),
-                            rounds=rounds, per_round=per_round)
-        self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
-        return ratio
+        finally:
+            idle.resume()
+        ok = self._reference_reply(reply) if worker is self.reference else self._student_reply(reply, fn)
+        return elapsed, ok["outputs"]
 
     def _verify_timed_outputs(self, baseline, fast, inputs, outputs, framework) -> None:
         """What the fast side returned while timed must be right, or skipping the work would pay."""

@@ -17,6 +17,15 @@ from autograder._source import cells_for
 _cells: dict[str, tuple[str, str]] = {}
 _installed: set[int] = set()
 _cache: dict[tuple, CheckResult] = {}
+_zygotes: dict[str, object] = {}  # per device: the kernel's first check imports the frameworks, later ones fork
+
+
+def _zygote(device: str):
+    if device not in _zygotes:
+        from autograder._sandbox import worker_env
+        from autograder._zygote import Zygote
+        _zygotes[device] = Zygote(["torch", "tensorflow"], worker_env(device))
+    return _zygotes[device]
 
 
 class CheckUnavailable(RuntimeError):
@@ -83,7 +92,8 @@ def check(target: str, *, device: str = "auto", framework: str = "both") -> None
     if key not in _cache:  # one run serves every part's test cell until the code changes
         _cache.clear()
         try:
-            _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course)
+            _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course,
+                                    zygote=_zygote(device))
         except (CheckError, ValueError) as e:
             raise CheckUnavailable(str(e)) from None
         record(course.root, _cache[key])

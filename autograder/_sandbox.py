@@ -14,12 +14,33 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
+from contextlib import contextmanager
 
 from autograder._protocol import MAX_LINE, ProtocolError, decode, encode
 from autograder._registry import Limits
 
 _SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL", signal.SIGABRT: "an abort",
             signal.SIGBUS: "a bus error", signal.SIGFPE: "a floating-point exception"}
+
+
+_live: "weakref.WeakSet[Worker]" = weakref.WeakSet()   # every worker this process runs
+_timing = threading.Lock()                              # one timed section at a time in this process
+
+
+@contextmanager
+def exclusive_timing(*timed: "Worker"):
+    """Freeze every other worker of this process while `timed` are measured, so that a parallel check, or a
+    student's runaway loop elsewhere, cannot change this check's ratio (a grade must not depend on neighbours)."""
+    with _timing:
+        others = [w for w in list(_live) if w not in timed]
+        for w in others:
+            w.pause()
+        try:
+            yield
+        finally:
+            for w in others:
+                w.resume()
 
 
 class WorkerError(RuntimeError):
@@ -29,6 +50,9 @@ class WorkerError(RuntimeError):
 def worker_env(device: str) -> dict:
     env = dict(os.environ)
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+    # One CPU thread per worker, on both sides alike: ratios then do not depend on how busy the other cores are
+    # (TF's graph executor hands work between pool threads, which stalls when a neighbour holds the cores).
+    env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -45,6 +69,8 @@ class Worker:
         self.failure: str | None = None
         self.running_cell: str | None = None
         self.ready: dict | None = None
+        self._paused_at: float | None = None
+        self._paused_total = 0.0   # time frozen by exclusive_timing does not count against this worker's limits
         self._scratch = tempfile.TemporaryDirectory(prefix=f"clash-{role}-")
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
@@ -58,6 +84,7 @@ class Worker:
         os.close(req_r)
         os.close(rep_w)
         os.set_blocking(self._req_w, False)
+        _live.add(self)
         for target in (self._read_replies, self._drain_output, self._watch_memory):
             threading.Thread(target=target, daemon=True).start()
         # Only the student's code is confined to its scratch folder; the reference is the course's own.
@@ -91,7 +118,14 @@ class Worker:
 
     def _drain_output(self) -> None:
         cap, total = self.limits.output_kb * 1024, 0
-        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+        read = self.proc.stdout.read1
+        while True:
+            try:
+                chunk = read(65536)
+            except (OSError, ValueError):  # closed by close(): the worker is gone
+                return
+            if not chunk:
+                return
             total += len(chunk)
             self.output += chunk
             del self.output[:-cap]
@@ -118,6 +152,27 @@ class Worker:
             self.failure = why
         self.kill()
         self.replies.put(None)
+
+    def _signal_group(self, sig) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def pause(self) -> None:
+        """SIGSTOP the worker's process group: it computes nothing until resume()."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._signal_group(signal.SIGCONT)
+            self._paused_total += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+    def _frozen(self) -> float:
+        return self._paused_total + (time.monotonic() - self._paused_at if self._paused_at is not None else 0.0)
 
     def kill(self) -> None:
         try:
@@ -151,11 +206,17 @@ class Worker:
     def receive(self, timeout: float, doing: str) -> dict:
         if self.failure:
             raise WorkerError(f"your code {self.failure}")
-        try:
-            msg = self.replies.get(timeout=timeout)
-        except queue.Empty:
-            self._fail(f"took longer than {timeout:g} s {doing}")
-            raise WorkerError(f"your code {self.failure}") from None
+        deadline = time.monotonic() + timeout - self._frozen()
+        while True:  # the deadline moves on by however long this worker is kept frozen
+            remaining = deadline + self._frozen() - time.monotonic()
+            if remaining <= 0:
+                self._fail(f"took longer than {timeout:g} s {doing}")
+                raise WorkerError(f"your code {self.failure}") from None
+            try:
+                msg = self.replies.get(timeout=min(remaining, 0.5))
+                break
+            except queue.Empty:
+                continue
         if msg is None:
             self.replies.put(None)  # keep reporting the death to later callers
             raise WorkerError(f"your code {self._death()} {doing}")
@@ -183,6 +244,8 @@ class Worker:
         self._send(message)
 
     def close(self) -> None:
+        _live.discard(self)
+        self.resume()
         if self.proc.poll() is None:
             self._send({"op": "quit"})
             try:
@@ -191,8 +254,7 @@ class Worker:
                 pass
         self.kill()
         self.proc.wait()
-        for f in (self.proc.stdout,):
-            f.close()
+        self.proc.stdout.close()
         try:
             os.close(self._req_w)
         except OSError:

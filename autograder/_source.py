@@ -59,13 +59,12 @@ def clean(source: str) -> str:
 def frameworks_of(source: str) -> set[str]:
     """Which frameworks a cell touches, by the names it uses: lets `--framework torch` skip TF cells."""
     try:
-        names = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
-        names |= {a.name.split(".")[0] for n in ast.walk(ast.parse(source))
-                  if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
-        names |= {n.module.split(".")[0] for n in ast.walk(ast.parse(source))
-                  if isinstance(n, ast.ImportFrom) and n.module}
+        nodes = list(ast.walk(ast.parse(source)))
     except SyntaxError:
         return set()
+    names = {n.id for n in nodes if isinstance(n, ast.Name)}
+    names |= {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
     return {fw for fw, fw_names in _FRAMEWORK_NAMES.items() if names & fw_names}
 
 

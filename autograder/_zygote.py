@@ -25,11 +25,14 @@ _MAX_FDS = 3
 
 # -- the zygote process --------------------------------------------------------------------------------
 def _serve(sock: socket.socket, frameworks: list[str]) -> None:
+    import importlib
+
     import autograder._harness as harness  # noqa: F401  (imported before any fork, as a fresh worker would)
-    if "torch" in frameworks:
-        import torch  # noqa: F401
-    if "tensorflow" in frameworks:
-        import tensorflow  # noqa: F401
+    for name in frameworks:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a machine with one framework: its children report the missing one themselves
+            pass
     lock = threading.Lock()
 
     def send(msg: dict) -> None:

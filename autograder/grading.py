@@ -28,10 +28,14 @@ precomputed: dict[str, dict] = {}
 _zygote = None
 
 
+def code_cells(nb: dict) -> list[tuple[str, str]]:
+    """(label, source) of every code cell, labelled by position as `clash check` labels them."""
+    return [(f"cell {i}", c["source"] if isinstance(c["source"], str) else "".join(c["source"]))
+            for i, c in enumerate(nb["cells"], 1) if c.get("cell_type") == "code"]
+
+
 def code_key(assignment: str, nb: dict) -> str:
-    code = [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-            for c in nb["cells"] if c.get("cell_type") == "code"]
-    return hashlib.sha256(json.dumps([assignment, code]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([assignment, code_cells(nb)]).encode()).hexdigest()
 
 
 def grade_cell_problems(course: Course, assignment: str, nb: dict) -> list[str]:
@@ -61,10 +65,8 @@ def _shared_zygote():
 
 def decide(course: Course, assignment: str, nb: dict, zygote=None, device: str = "auto") -> dict:
     """Check a (sanitized) submission and return its grading record: status, reason, score, parts."""
-    sources = [(f"cell {i}", c["source"] if isinstance(c["source"], str) else "".join(c["source"]))
-               for i, c in enumerate(nb["cells"], 1) if c.get("cell_type") == "code"]
     try:
-        result = run_check(assignment, sources=sources, course=course, device=device, zygote=zygote)
+        result = run_check(assignment, sources=code_cells(nb), course=course, device=device, zygote=zygote)
     except CheckError as e:
         return {"status": FAILED, "reason": str(e), "score": 0.0, "parts": {}}
     problems = grade_cell_problems(course, assignment, nb)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,19 @@ def make_course(dest: Path, limits: str = "") -> Path:
                          cwd=dest, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     return dest
+
+
+def gradebook_scores(course: Path) -> dict[str, float]:
+    """{student: total auto score}, straight from nbgrader's SQLite gradebook."""
+    con = sqlite3.connect(course / "gradebook.db")
+    try:
+        return dict(con.execute("""
+            select student.id, sum(grade.auto_score) from grade
+            join submitted_notebook on grade.notebook_id = submitted_notebook.id
+            join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
+            join student on submitted_assignment.student_id = student.id group by student.id""").fetchall())
+    finally:
+        con.close()
 
 
 def solved_sources() -> dict[str, str]:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from classroom import ASSIGNMENT, RED_TEAM, WRONG_TORCH, make_course, submit, submit_red_team, with_solution
+from classroom import (ASSIGNMENT, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
+                       submit_red_team, with_solution)
 
 pytestmark = pytest.mark.slow
 SHORT_LIMITS = """
@@ -24,18 +25,6 @@ output_kb = 256
 
 def run(args, cwd, timeout=900, **kw):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def gradebook_scores(course):
-    """{student: total auto score} straight from nbgrader's SQLite gradebook."""
-    con = sqlite3.connect(course / "gradebook.db")
-    rows = con.execute("""
-        select student.id, sum(grade.auto_score) from grade
-        join submitted_notebook on grade.notebook_id = submitted_notebook.id
-        join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
-        join student on submitted_assignment.student_id = student.id group by student.id""").fetchall()
-    con.close()
-    return {student: score for student, score in rows}
 
 
 def part_scores(course, student):

@@ -1,7 +1,15 @@
 import json
 
+import pytest
+
 from autograder._progress import exercise_status, load_progress, progress_path, record
 from autograder._result import CheckResult, PartResult
+
+
+@pytest.fixture(autouse=True)
+def progress_in_the_working_copy(monkeypatch):
+    """These tests are about the file in the working copy (tmp_path), not the suite-wide override."""
+    monkeypatch.delenv("CLASH_PROGRESS_DIR", raising=False)
 
 
 def result(statuses):

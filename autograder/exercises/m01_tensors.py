@@ -44,20 +44,19 @@ def _truth_fit(w0, x, y, lr, steps) -> np.ndarray:
     return w
 
 
-def torch_grad(ctx):
+def _matches_reference(ctx, fn: str, framework: str) -> str:
     for _ in range(3):
-        args = _problem(ctx.rng)
-        got, want = ctx.call_both("torch_loss_and_grad", args, "torch")
-        ctx.same(got, want, "torch", NAMES, "torch_loss_and_grad")
+        got, want = ctx.call_both(fn, _problem(ctx.rng), framework)
+        ctx.same(got, want, framework, NAMES, fn)
     return "loss and gradient match the reference on 3 random problems"
+
+
+def torch_grad(ctx):
+    return _matches_reference(ctx, "torch_loss_and_grad", "torch")
 
 
 def tf_grad(ctx):
-    for _ in range(3):
-        args = _problem(ctx.rng)
-        got, want = ctx.call_both("tf_loss_and_grad", args, "tensorflow")
-        ctx.same(got, want, "tensorflow", NAMES, "tf_loss_and_grad")
-    return "loss and gradient match the reference on 3 random problems"
+    return _matches_reference(ctx, "tf_loss_and_grad", "tensorflow")
 
 
 def cross_grad(ctx):

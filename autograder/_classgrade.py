@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -87,41 +88,49 @@ def _decide_remote(root: str, assignment: str, nb: dict, device: str) -> dict:
     return grading.decide(load_course(Path(root)), assignment, nb, zygote=grading._shared_zygote(), device=device)
 
 
-def _gpu_count() -> int:
+def _visible_gpus() -> list[str]:
+    """The GPU ids this process may use: $CUDA_VISIBLE_DEVICES as given, else every GPU nvidia-smi lists."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
+        return [d.strip() for d in visible.split(",") if d.strip()]
     import subprocess
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(line.startswith("GPU ") for line in out.splitlines())
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
 class _LocalPool:
-    """Threads that check submissions; each thread forks its workers from a zygote (one per GPU with cuda)."""
+    """Threads that check submissions. A check borrows a zygote from a queue and gives it back, so with
+    --device cuda (one zygote per GPU) no two checks ever share a GPU."""
 
     def __init__(self, workers: int, device: str):
         from autograder._sandbox import worker_env
         from autograder._zygote import Zygote
         self.device = device
         if device == "cuda":
-            gpus = _gpu_count()
-            if gpus == 0:
+            gpus = _visible_gpus()
+            if not gpus:
                 raise RuntimeError("--device cuda: no GPU found (nvidia-smi -L lists none)")
-            workers = gpus
-            self.zygotes = [Zygote(["torch", "tensorflow"], worker_env("cuda") | {"CUDA_VISIBLE_DEVICES": str(i)})
-                            for i in range(gpus)]
+            self.zygotes = [Zygote(["torch", "tensorflow"], worker_env("cuda") | {"CUDA_VISIBLE_DEVICES": gpu})
+                            for gpu in gpus]
         else:
-            self.zygotes = [Zygote(["torch", "tensorflow"], worker_env(device))]
-        self.executor = ThreadPoolExecutor(workers)
-        self._next = 0
+            self.zygotes = [Zygote(["torch", "tensorflow"], worker_env(device))] * workers
+        self.free: queue.Queue = queue.Queue()
+        for z in self.zygotes:
+            self.free.put(z)
+        self.executor = ThreadPoolExecutor(len(self.zygotes))
+
+    def _decide(self, course: Course, assignment: str, nb: dict) -> dict:
+        zygote = self.free.get()
+        try:
+            return grading.decide(course, assignment, nb, zygote, self.device)
+        finally:
+            self.free.put(zygote)
 
     def submit(self, course: Course, assignment: str, nb: dict):
-        zygote = self.zygotes[self._next % len(self.zygotes)]
-        self._next += 1
-        return self.executor.submit(grading.decide, course, assignment, nb, zygote, self.device)
+        return self.executor.submit(self._decide, course, assignment, nb)
 
     @staticmethod
     def as_completed(futures):
@@ -129,7 +138,7 @@ class _LocalPool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
-        for z in self.zygotes:
+        for z in set(self.zygotes):
             z.close()
 
 

@@ -44,10 +44,15 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     spec = importlib.import_module(module.spec_module)
     frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
     path = Path(notebook) if notebook else module.exercise_notebook
-    student_cells = cells_for(sources if sources is not None else notebook_sources(path), frameworks)
+    # A spec's HELPERS (a code string, or a list of them, filtered by framework like cells) are the grader's own
+    # functions, run in both workers after the notebook: e.g. building a model and calling the student's code on it.
+    helpers = getattr(spec, "HELPERS", [])
+    helpers = [("course helpers", h) for h in ([helpers] if isinstance(helpers, str) else helpers)]
+    student_cells = cells_for((sources if sources is not None else notebook_sources(path)) + helpers, frameworks)
     has_reference = module.solution.is_file()
     reference_sources = notebook_sources(module.solution) if has_reference else []
-    reference_cells = cells_for(reference_sources + [("course baseline", spec.BASELINE)], frameworks)
+    baseline = [("course baseline", getattr(spec, "BASELINE", ""))]
+    reference_cells = cells_for(reference_sources + helpers + baseline, frameworks)
     seed = secrets.randbits(63) if seed is None else seed
 
     limits = limits or course.limits

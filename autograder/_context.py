@@ -73,6 +73,13 @@ class Context:
 
     # -- judging -------------------------------------------------------------------------------------
     @staticmethod
+    def text(output: dict, what: str) -> str:
+        """A described output that must be a str (pdb commands, an op's name)."""
+        if output.get("type") != "str":
+            raise Mismatch(f"{what} is a {output.get('type')}, expected a str")
+        return output["value"]
+
+    @staticmethod
     def truth(*arrays: np.ndarray, dtype: str = "float32") -> dict:
         """Ground truth computed here (e.g. in float64), in the shape of a described output.
         `dtype` is what the student's tensors must have; the values keep their full precision."""

@@ -174,6 +174,8 @@ def _describe(obj, depth: int = 0) -> dict:
         return {"type": type(obj).__name__, "items": [_describe(o, depth + 1) for o in obj]}
     if obj is None:
         return {"type": "None"}
+    if type(obj) is str:  # e.g. pdb commands, an op's name: the parent judges the text
+        return {"type": "str", "value": obj[:20000]}
     return {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
 
 

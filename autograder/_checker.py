@@ -47,7 +47,9 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     # A spec's HELPERS (a code string, or a list of them, filtered by framework like cells) are the grader's own
     # functions, run in both workers after the notebook: e.g. building a model and calling the student's code on it.
     helpers = getattr(spec, "HELPERS", [])
-    helpers = [("course helpers", h) for h in ([helpers] if isinstance(helpers, str) else helpers)]
+    helpers = [helpers] if isinstance(helpers, str) else helpers
+    # Each its own label: linecache (read by torch.jit.script and AutoGraph) keys a source by it.
+    helpers = [(f"course helpers {i}", h) for i, h in enumerate(helpers, 1)]
     student_cells = cells_for((sources if sources is not None else notebook_sources(path)) + helpers, frameworks)
     has_reference = module.solution.is_file()
     reference_sources = notebook_sources(module.solution) if has_reference else []

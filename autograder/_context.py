@@ -67,9 +67,36 @@ class Context:
         ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {fn}")
         return self._student_reply(mine, fn)["output"], self._reference_reply(ref)["output"]
 
+    def call_reference(self, fn: str, args: list, framework: str) -> dict:
+        """Call `fn` in the clean reference worker only (e.g. the grader's own model, for ground truth)."""
+        if not self.has_reference:
+            raise NeedsReference
+        reply = self.reference.request({"op": "call", "fn": fn, "args": args, "framework": framework}, f"in {fn}")
+        return self._reference_reply(reply)["output"]
+
     def introspect(self, op: str, fn: str, args: list | None = None):
         reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}")
         return self._student_reply(reply, fn)["value"]
+
+    def pdb_transcripts(self, source: str, commands: list[str], frameworks: list[str], filename: str = "program.py",
+                        entry: str = "main") -> list[str]:
+        """Run a grader's program (`source`, saved as `filename`) and call its `entry()` under pdb fed each string of
+        `commands` in turn; return the transcripts. They run in one fresh isolated worker with no notebook cells
+        (never the student's kernel nor the reference, which can read solutions). Put the grader's own commands
+        first: each reply is back here before the next commands run, so a student's commands cannot change it."""
+        zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
+        worker = Worker("student", [], frameworks, "cpu", self.student.limits, zygote)
+        transcripts = []
+        try:
+            for text in commands:
+                message = {"op": "pdb", "source": source, "commands": text, "filename": filename, "entry": entry}
+                reply = worker.request(message, "while running your pdb commands")
+                if not reply.get("ok"):
+                    raise Mismatch(f"pdb could not run your commands: {reply.get('error')}")
+                transcripts.append(str(reply["value"]))
+        finally:
+            worker.close()
+        return transcripts
 
     # -- judging -------------------------------------------------------------------------------------
     @staticmethod

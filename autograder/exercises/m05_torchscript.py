@@ -1,0 +1,401 @@
+"""Checks for module 05, "TorchScript, and the SavedModel on the other side".
+
+The notebook gives a small model whose forward pass branches on its input (`if x.sum() > 0`). The student
+scripts it, proves a traced copy wrong with an input of their choosing, saves it as a TorchScript archive and
+writes the same model as a TensorFlow SavedModel with an input signature.
+
+Weights are drawn here, in the parent, on every run and sent to the grader's own copy of the model (HELPERS),
+so ground truth is a float64 NumPy forward pass computed here. The counterexample is judged in the clean
+reference worker, which traces the model itself. Exported files are written by the student's function into
+the worker's scratch folder and reloaded by the grader's helper with torch.jit.load / tf.saved_model.load.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from autograder._compare import Mismatch
+
+D_IN, D_HIDDEN, D_OUT = 4, 8, 3
+KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
+SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
+
+# The grader's copy of the notebook's GatedNet. It is compiled under its own file name and registered with
+# linecache so that torch.jit.script can read its source (every HELPERS string shares one label), in a module
+# of its own so that pickle can find the class.
+_TORCH_MODEL = '''
+class _ClashGatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.up = nn.Linear(8, 3)
+        self.down = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.hidden(x))
+        if x.sum() > 0:
+            return self.up(h)
+        return self.down(h)
+'''
+
+TORCH_HELPERS = '''
+import linecache as _clash_linecache
+import os as _clash_os
+import warnings as _clash_warnings
+import torch
+from torch import nn
+
+_CLASH_MODEL_FILE = "<m05 grader model>"
+_clash_linecache.cache[_CLASH_MODEL_FILE] = (len(_CLASH_MODEL_SRC), None, _CLASH_MODEL_SRC.splitlines(True),
+                                             _CLASH_MODEL_FILE)
+# In its own module, so that pickle (torch.save) finds the class by name, as it would in a notebook.
+import sys as _clash_sys
+import types as _clash_types
+_clash_model_module = _clash_types.ModuleType("clash_m05_model")
+_clash_model_module.__dict__.update(torch=torch, nn=nn)
+exec(compile(_CLASH_MODEL_SRC, _CLASH_MODEL_FILE, "exec"), _clash_model_module.__dict__)
+_clash_sys.modules["clash_m05_model"] = _clash_model_module
+_ClashGatedNet = _clash_model_module._ClashGatedNet
+_CLASH_KEYS = KEYS_LIST
+_clash_state = {"saves": 0}
+
+
+def _clash_model(*weights):
+    model = _ClashGatedNet()
+    with torch.no_grad():
+        model.load_state_dict({k: w.detach().clone().float().cpu() for k, w in zip(_CLASH_KEYS, weights)})
+    return model.eval()
+
+
+def _clash_guard(fn, *args):
+    """Run the student's fn; turn its failures into one readable line for the parent."""
+    try:
+        return None, fn(*args)
+    except NotImplementedError:
+        return "not written yet: it raises NotImplementedError", None
+    except NameError as e:
+        return f"undefined: {e}", None
+    except Exception as e:
+        return f"raised {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}", None
+
+
+def _clash_script(*weights):
+    """The student's script_model on a fresh model with these weights; keep it for _clash_run_scripted."""
+    global _clash_scripted_module
+    _clash_scripted_module = None
+    with _clash_warnings.catch_warnings():
+        _clash_warnings.simplefilter("ignore")
+        err, scripted = _clash_guard(script_model, _clash_model(*weights))
+    if err:
+        return err
+    if scripted is None:
+        return "returned None (a missing return statement?)"
+    _clash_scripted_module = scripted
+    if not isinstance(scripted, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        kind = "an eager nn.Module" if isinstance(scripted, nn.Module) else f"a {type(scripted).__name__}"
+        return f"returned {kind}, not a TorchScript module: pass the model through torch.jit.script"
+    return "ok " + type(scripted).__name__
+
+
+def _clash_run_scripted(x):
+    with torch.no_grad():
+        return _clash_scripted_module(x)
+
+
+def _clash_trace_vs_eager(*args):
+    """The model traced on `example`, and the eager model, both run on `x` (judged in the reference worker)."""
+    *weights, example, x = args
+    model = _clash_model(*weights)
+    with _clash_warnings.catch_warnings():
+        _clash_warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example)
+    with torch.no_grad():
+        return model(x), traced(x)
+
+
+def _clash_save_torchscript(*weights):
+    """The student's save_torchscript writes a file; the grader loads it back with torch.jit.load."""
+    global _clash_loaded_ts
+    _clash_loaded_ts = None
+    _clash_state["saves"] += 1
+    path = f"m05_gated_{_clash_state['saves']}.pt"
+    with _clash_warnings.catch_warnings():
+        _clash_warnings.simplefilter("ignore")
+        err, _ = _clash_guard(save_torchscript, _clash_model(*weights), path)
+    if err:
+        return err
+    if not _clash_os.path.isfile(path):
+        return f"nofile {path}"
+    try:
+        _clash_loaded_ts = torch.jit.load(path)
+    except Exception as e:
+        return f"noload {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    return "ok"
+
+
+def _clash_run_torchscript(x):
+    with torch.no_grad():
+        return _clash_loaded_ts(x)
+'''.replace("KEYS_LIST", repr(KEYS))
+TORCH_HELPERS = f"_CLASH_MODEL_SRC = {_TORCH_MODEL!r}\n" + TORCH_HELPERS
+
+TF_HELPERS = '''
+import os as _clash_tf_os
+import tensorflow as tf
+_CLASH_TF_KEYS = KEYS_LIST
+_clash_tf_state = {"saves": 0}
+
+
+def _clash_save_savedmodel(*weights):
+    """The student's save_savedmodel writes a SavedModel; the grader reloads it with tf.saved_model.load."""
+    global _clash_loaded_sm
+    _clash_loaded_sm = None
+    _clash_tf_state["saves"] += 1
+    path = f"m05_savedmodel_{_clash_tf_state['saves']}"
+    state = {k: w.numpy().copy() for k, w in zip(_CLASH_TF_KEYS, weights)}
+    try:
+        save_savedmodel(state, path)
+    except NotImplementedError:
+        return "not written yet: it raises NotImplementedError"
+    except NameError as e:
+        return f"undefined: {e}"
+    except Exception as e:
+        return f"raised {type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+    if not _clash_tf_os.path.isfile(_clash_tf_os.path.join(path, "saved_model.pb")):
+        return f"nofile {path}"
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:
+        return f"noload {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    if "serving_default" in loaded.signatures:
+        _clash_loaded_sm = ("signature", loaded, loaded.signatures["serving_default"])
+    elif callable(loaded):
+        _clash_loaded_sm = ("call", loaded, loaded)
+    else:
+        return "nocall"
+    return "ok " + _clash_loaded_sm[0]
+
+
+def _clash_run_savedmodel(x):
+    kind, _, fn = _clash_loaded_sm
+    try:
+        out = fn(x)
+    except (ValueError, TypeError) as e:
+        return "nomatch " + str(e).strip().splitlines()[0][:200]
+    if isinstance(out, dict):
+        if len(out) != 1:
+            return f"outputs {sorted(out)}"
+        out = next(iter(out.values()))
+    return out
+'''.replace("KEYS_LIST", repr(KEYS))
+
+HELPERS = [TORCH_HELPERS, TF_HELPERS]
+BASELINE = ""  # no timed part: nothing for the reference worker to time
+
+
+# -- ground truth, here in the parent ------------------------------------------------------------------
+def _weights(rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.normal(scale=0.7, size=s).astype(np.float32) for s in SHAPES]
+
+
+def _truth(weights, x) -> np.ndarray:
+    w1, b1, w2, b2, w3, b3 = (w.astype(np.float64) for w in weights)
+    x = np.asarray(x, dtype=np.float64)
+    h = np.tanh(x @ w1.T + b1)
+    # The branch is decided on the float32 input, as the model does (x.sum() > 0).
+    return h @ w2.T + b2 if np.asarray(x, np.float32).sum(dtype=np.float64) > 0 else h @ w3.T + b3
+
+
+def _batch(rng: np.random.Generator, n: int, sign: int) -> np.ndarray:
+    """n rows whose total has the given sign, with a margin no rounding can cross."""
+    x = rng.normal(size=(n, D_IN))
+    x = x - x.mean() + sign * rng.uniform(0.3, 1.0)
+    return x.astype(np.float32)
+
+
+def _zero_sum_batch(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Small integers whose total is exactly 0 in any summation order: the boundary of `x.sum() > 0`."""
+    x = rng.integers(-3, 4, size=(n, D_IN)).astype(np.float32)
+    x[-1, -1] -= x.sum()
+    return x
+
+
+def _branch(x: np.ndarray) -> str:
+    return "x.sum() > 0" if x.sum(dtype=np.float64) > 0 else "x.sum() <= 0"
+
+
+def _student_status(ctx, output: dict, fn: str) -> str:
+    """The helpers report the student's failures as text; turn them into one teaching line."""
+    status = ctx.text(output, fn)
+    if status.startswith("not written yet"):
+        ctx.fail(f"{fn} is {status}")
+    if status.startswith("undefined: "):
+        ctx.fail(f"{status.removeprefix('undefined: ')} (define a function named {fn} in the notebook)")
+    if status.startswith("raised ") or status.startswith("returned "):
+        ctx.fail(f"{fn} {status}")
+    return status
+
+
+# -- the parts -------------------------------------------------------------------------------------------
+def scripted(ctx):
+    weights = _weights(ctx.rng)
+    status = _student_status(ctx, ctx.call("_clash_script", weights, "torch"), "script_model")
+    ctx.details["module_type"] = status.removeprefix("ok ")
+    results = {}
+    for sign in (1, -1, 1, -1):
+        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
+        got = ctx.call("_clash_run_scripted", [x], "torch")
+        try:
+            ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"],
+                     f"script_model(model) on a batch with {_branch(x)}", want_framework="any")
+            results.setdefault(_branch(x), True)
+        except AssertionError as m:
+            results[_branch(x)] = str(m)
+    bad = {b: m for b, m in results.items() if m is not True}
+    if len(bad) == 1:
+        (branch, _), = bad.items()
+        good = next(b for b in results if b != branch)
+        ctx.fail(f"traced, not scripted: the branch was frozen. script_model's module matches eager when {good} but "
+                 f"not when {branch}; torch.jit.trace records only the branch its example took, torch.jit.script "
+                 f"compiles the `if` itself")
+    if bad:
+        ctx.fail(next(iter(bad.values())))
+    nodes = ctx.introspect("script_nodes", "_clash_scripted_module")
+    ctx.details["graph_nodes"] = len(nodes)
+    return f"a {ctx.details['module_type']} that matches eager on 4 batches, both branches taken"
+
+
+def counterexample(ctx):
+    signs = [1, -1, int(ctx.rng.choice([-1, 1]))]
+    for sign in signs:
+        weights = _weights(ctx.rng)
+        example = _batch(ctx.rng, int(ctx.rng.integers(2, 5)), sign)
+        out = ctx.call("counterexample", [example], "torch")
+        if out.get("type") != "torch.Tensor":
+            ctx.fail(f"counterexample(example) returned {out.get('type')}, expected a torch.Tensor "
+                     f"(an input for the model, like example)")
+        x = out["array"]
+        if out.get("dtype") != "float32" or x.ndim != 2 or x.shape[1] != D_IN or not 1 <= x.shape[0] <= 10000:
+            ctx.fail(f"counterexample(example) returned a {out.get('dtype')} tensor of shape {tuple(x.shape)}; "
+                     f"a valid input is a float32 batch of shape (n, {D_IN}), like example's {example.shape}")
+        if not np.isfinite(x).all() or np.abs(x).max() > 1e4:
+            ctx.fail("counterexample(example) returned NaN, infinite or huge values; a valid input holds ordinary "
+                     "finite numbers")
+        # Judged in the clean reference worker, which traces its own copy of the model on `example`.
+        _, ref = ctx.call_both("_clash_trace_vs_eager", [*weights, example, x], "torch")
+        eager, traced = ref["items"][0]["array"], ref["items"][1]["array"]
+        diff = float(np.abs(eager.astype(np.float64) - traced).max())
+        ctx.details.setdefault("eager_vs_traced", []).append(diff)
+        if diff <= 1e-3:
+            if _branch(x) == _branch(example):
+                ctx.fail(f"counterexample(example) returned an input that takes the same branch as example (both have "
+                         f"{_branch(x)}), so the traced model replays the branch it recorded and agrees with eager "
+                         f"(max difference {diff:.2g}); return an input that takes the other branch")
+            ctx.fail(f"on counterexample(example) the traced and the eager model agree (max difference {diff:.2g}); "
+                     f"it must make them disagree")
+    return (f"the traced model is wrong on each of your 3 counterexamples (eager vs traced differ by at least "
+            f"{min(ctx.details['eager_vs_traced']):.2f}), judged in the grader's own process")
+
+
+def _save_torchscript_checked(ctx, weights) -> None:
+    status = _student_status(ctx, ctx.call("_clash_save_torchscript", weights, "torch"), "save_torchscript")
+    if status.startswith("nofile"):
+        ctx.fail(f"save_torchscript(model, path) wrote nothing at {status.split()[1]}: save the file at the path "
+                 f"you are given")
+    if status.startswith("noload"):
+        why = status.split(": ", 1)[1].split(". ")[0][:120]
+        ctx.fail(f"torch.jit.load cannot read what save_torchscript wrote ({why}): it is not a "
+                 f"TorchScript archive. torch.save pickles the Python object, which needs its class to load; save a "
+                 f"scripted module with torch.jit.save(scripted, path) or scripted.save(path)")
+
+
+def torchscript_file(ctx):
+    weights = _weights(ctx.rng)
+    _save_torchscript_checked(ctx, weights)
+    results = {}
+    for sign in (1, -1, -1, 1):
+        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
+        got = ctx.call("_clash_run_torchscript", [x], "torch")
+        try:
+            ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"],
+                     f"the reloaded module on a batch with {_branch(x)}", want_framework="any")
+            results.setdefault(_branch(x), True)
+        except AssertionError as m:
+            results[_branch(x)] = str(m)
+    bad = {b: m for b, m in results.items() if m is not True}
+    if len(bad) == 1:
+        (branch, _), = bad.items()
+        ctx.fail(f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so "
+                 f"the branch was frozen into the file")
+    if bad:
+        ctx.fail(f"{next(iter(bad.values()))}. Did you save the model you were given (its weights), not another one?")
+    return "torch.jit.load reads the file back, and it matches eager on 4 batches, both branches taken"
+
+
+def _save_savedmodel_checked(ctx, weights) -> None:
+    status = _student_status(ctx, ctx.call("_clash_save_savedmodel", weights, "tensorflow"), "save_savedmodel")
+    if status.startswith("nofile"):
+        ctx.fail(f"save_savedmodel(state, path) left no SavedModel at {status.split()[1]} (no saved_model.pb): call "
+                 f"tf.saved_model.save(obj, path) with the path you are given")
+    if status.startswith("noload"):
+        ctx.fail(f"tf.saved_model.load cannot read what save_savedmodel wrote ({status.split(': ', 1)[1]})")
+    if status == "nocall":
+        ctx.fail("the reloaded SavedModel has no serving_default signature and cannot be called: save a tf.Module "
+                 "whose __call__ is a tf.function with an input_signature, or pass signatures=")
+
+
+def _run_savedmodel(ctx, x: np.ndarray) -> dict:
+    got = ctx.call("_clash_run_savedmodel", [x], "tensorflow")
+    if got.get("type") == "str":
+        text = got["value"]
+        if text.startswith("nomatch"):
+            ctx.fail(f"the reloaded SavedModel has no function for a batch of {len(x)} row(s): without an "
+                     f"input_signature only the shapes traced before saving are kept; give the tf.function "
+                     f"input_signature=[tf.TensorSpec([None, {D_IN}], tf.float32)]")
+        if text.startswith("outputs"):
+            ctx.fail(f"the SavedModel's serving signature returns several outputs {text[8:]}; return one tensor")
+    return got
+
+
+def savedmodel(ctx):
+    weights = _weights(ctx.rng)
+    _save_savedmodel_checked(ctx, weights)
+    for n, sign in ((int(ctx.rng.integers(2, 6)), 1), (1, -1), (int(ctx.rng.integers(6, 12)), -1), (1, 1)):
+        x = _batch(ctx.rng, n, sign)
+        got = _run_savedmodel(ctx, x)
+        ctx.same(got, ctx.truth(_truth(weights, x)), "tensorflow", ["output"],
+                 f"the reloaded SavedModel on {n} row(s) with {_branch(x)}", want_framework="any")
+    return "tf.saved_model.load reads it back, and it matches eager on 4 batches of 3 sizes, both branches taken"
+
+
+def exports_agree(ctx):
+    weights = _weights(ctx.rng)
+    _save_torchscript_checked(ctx, weights)
+    _save_savedmodel_checked(ctx, weights)
+    batches = [_batch(ctx.rng, 1, 1), _batch(ctx.rng, 1, -1), _zero_sum_batch(ctx.rng, int(ctx.rng.integers(2, 6))),
+               _batch(ctx.rng, int(ctx.rng.integers(20, 40)), int(ctx.rng.choice([-1, 1])))]
+    for x in batches:
+        zero = x.sum() == 0
+        what = f"{len(x)} row(s) with {'x.sum() == 0' if zero else _branch(x)}"
+        mine_torch = ctx.call("_clash_run_torchscript", [x], "torch")
+        mine_tf = _run_savedmodel(ctx, x)
+        truth = ctx.truth(_truth(weights, x))
+        try:
+            ctx.same(mine_torch, mine_tf, "torch", ["output"], f"TorchScript vs SavedModel on {what}",
+                     want_framework="tensorflow")
+        except Mismatch as m:
+            wrong = []
+            for name, out, fw in (("the TorchScript file", mine_torch, "torch"), ("the SavedModel", mine_tf, "tensorflow")):
+                try:
+                    ctx.same(out, truth, fw, ["output"], name, want_framework="any")
+                except Mismatch:
+                    wrong.append(name)
+            blame = f"{' and '.join(wrong)} differ{'s' if len(wrong) == 1 else ''} from float64 NumPy" if wrong \
+                else "both are within tolerance of float64 NumPy, but not of each other"
+            boundary = (" At x.sum() == 0 exactly, GatedNet takes `down` (x.sum() > 0 is False): use the same strict "
+                        "comparison in both frameworks.") if zero else ""
+            ctx.fail(f"{m}; {blame}.{boundary}")
+        ctx.same(mine_tf, truth, "tensorflow", ["output"], f"the SavedModel on {what}", want_framework="any")
+    return "the TorchScript file and the SavedModel agree on 4 batches, one row, a large batch and x.sum() == 0 included"
+
+
+PARTS = {f.__name__: f for f in (scripted, counterexample, torchscript_file, savedmodel, exports_agree)}

@@ -1,0 +1,206 @@
+"""Module 03 (debugging with pdb): plausible wrong answers fail with a message that teaches; other correct answers pass."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+import pytest
+
+from autograder import run_check
+from autograder._compare import Mismatch
+from autograder._context import Context
+from autograder._harness import _pdb_transcript
+from autograder.exercises.m03_debugging import PDB_PROGRAM, pdb_shifted
+from conftest import ROOT, notebook_with
+
+pytestmark = pytest.mark.slow
+SOLUTION = ROOT / "solutions" / "03_debugging" / "03_debugging.ipynb"
+
+
+def _messages(result) -> dict[str, tuple[str, str]]:
+    return {p.id: (p.status, p.message) for p in result.parts}
+
+
+def test_the_notebook_shows_the_grader_s_program_line_for_line():
+    nb = json.loads(SOLUTION.read_text())
+    cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "given_program")
+    ns: dict = {}
+    exec("".join(cell["source"]).split("\n\ndef try_pdb")[0], ns)
+    assert ns["BUGGY_PROGRAM"] == PDB_PROGRAM
+
+
+WRONG = {
+    # Silencing the overflow instead of fixing it.
+    "torch_attention": '''
+def torch_attention(q, k, v):
+    e = torch.exp(q @ k.T / q.shape[-1] ** 0.5)
+    return torch.nan_to_num(e / e.sum(dim=-1, keepdim=True)) @ v
+''',
+    # divide_no_nan mends the constant column only; the tiny column is still divided.
+    "tf_standardize": '''
+@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+def tf_standardize(x):
+    centred = x - tf.reduce_mean(x, axis=0, keepdims=True)
+    return tf.math.divide_no_nan(centred, tf.math.reduce_std(centred, axis=0))
+''',
+    # Stops at the function's first line, before `shifted` exists.
+    "pdb_commands": 'def pdb_commands():\n    return "b softmax_rows\\nc\\np shifted\\nc\\n"\n',
+    # Right for one model only.
+    "torch_first_nan_op": 'def torch_first_nan_op(model_fn, x):\n    return "SqrtBackward0"\n',
+    # The whole error message instead of the op's name.
+    "tf_first_nan_op": '''
+def tf_first_nan_op(model_fn, x):
+    tf.debugging.enable_check_numerics()
+    try:
+        model_fn(x)
+    except tf.errors.InvalidArgumentError as e:
+        return str(e)
+    finally:
+        tf.debugging.disable_check_numerics()
+''',
+}
+
+WRONG_2 = {
+    # Only the integer division left in.
+    "torch_attention": '''
+def torch_attention(q, k, v):
+    return torch.softmax(q @ k.T / q.shape[-1] ** (1 // 2), dim=-1) @ v
+''',
+    # The graph dropped to dodge the Python `if` (the values are right).
+    "tf_standardize": '''
+def tf_standardize(x):
+    centred = x - tf.reduce_mean(x, axis=0, keepdims=True)
+    std = tf.math.reduce_std(centred, axis=0)
+    return centred / tf.where(std < 1e-6, tf.ones_like(std), std)
+''',
+    # Right place, wrong variable.
+    "pdb_commands": 'def pdb_commands():\n    return "b program.py:9\\nc\\np logits\\nc\\n"\n',
+    # No backward pass: anomaly mode never fires, so nothing is found.
+    "torch_first_nan_op": '''
+def torch_first_nan_op(model_fn, x):
+    with torch.autograd.detect_anomaly():
+        out = model_fn(x)
+    return None
+''',
+}
+
+ALTERNATIVES = {
+    # PyTorch's fused attention.
+    "torch_attention": '''
+def torch_attention(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+''',
+    # No input_signature (still a tf.function), the std written out, the mean without keepdims.
+    "tf_standardize": '''
+@tf.function
+def tf_standardize(x):
+    centred = x - tf.reduce_mean(x, axis=0)
+    std = tf.sqrt(tf.reduce_mean(tf.square(centred), axis=0))
+    return centred / tf.where(std < 1e-6, 1.0, std)
+''',
+    # A file:line breakpoint on the line after the assignment, and print() instead of p.
+    "pdb_commands": 'def pdb_commands():\n    return "b program.py:9\\nc\\n!print(shifted)\\nc\\n"\n',
+    # The global switch instead of the context manager, and the name from the first line of the message.
+    "torch_first_nan_op": '''
+def torch_first_nan_op(model_fn, x):
+    x = x.detach().clone().requires_grad_(True)
+    torch.autograd.set_detect_anomaly(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = model_fn(x)
+            out.backward(torch.ones_like(out))
+    except RuntimeError as e:
+        return str(e).split("'")[1]
+    finally:
+        torch.autograd.set_detect_anomaly(False)
+''',
+    # String splitting instead of a regular expression.
+    "tf_first_nan_op": '''
+def tf_first_nan_op(model_fn, x):
+    tf.debugging.enable_check_numerics()
+    try:
+        model_fn(x)
+        return "no NaN"
+    except tf.errors.InvalidArgumentError as e:
+        return e.message.split('op "')[1].split('"')[0]
+    finally:
+        tf.debugging.disable_check_numerics()
+''',
+}
+
+
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+    nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
+    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    assert all(status == "failed" for status, _ in got.values()), got
+    assert "nan_to_num" in got["torch_fix"][1] and "max" in got["torch_fix"][1]
+    assert "below 1e-6" in got["tf_fix"][1] and "tf.where" in got["tf_fix"][1]
+    assert "before shifted was assigned" in got["pdb_shifted"][1]
+    assert "returning a fixed name" in got["torch_nan"][1] and "'SqrtBackward0'" in got["torch_nan"][1]
+    assert "return only the op's name" in got["tf_nan"][1]
+    assert "torch_first_nan_op returned" in got["nan_agree"][1] or "tf_first_nan_op returned" in got["nan_agree"][1]
+
+
+def test_more_wrong_answers(course, tmp_path):
+    nb = notebook_with(SOLUTION, WRONG_2, tmp_path / "wrong2.ipynb")
+    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    assert "integer division" in got["torch_fix"][1]
+    assert "not a tf.function" in got["tf_fix"][1] and "keep @tf.function" in got["tf_fix"][1]
+    assert "never shows the value of shifted" in got["pdb_shifted"][1]
+    assert "returned None" in got["torch_nan"][1] and ".backward()" in got["torch_nan"][1]
+    assert got["tf_nan"][0] == "passed"
+    assert all(got[p][0] == "failed" for p in ("torch_fix", "tf_fix", "pdb_shifted", "torch_nan", "nan_agree"))
+
+
+def test_correct_alternatives_pass(course, tmp_path):
+    nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
+    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    assert all(status == "passed" for status, _ in got.values()), got
+
+
+class _JudgeOnly:
+    """Just enough of the grader's Context to judge pdb transcripts in this process. The real check runs the same
+    harness function in fresh workers; here many command strings cost one torch import instead of a check each."""
+
+    text, fail = staticmethod(Context.text), staticmethod(Context.fail)
+
+    def __init__(self, commands: str, seed: int):
+        self.commands, self.rng, self.details = commands, np.random.default_rng(seed), {}
+
+    def call(self, fn, args, framework):
+        return {"type": "str", "value": self.commands}
+
+    def pdb_transcripts(self, source, commands, frameworks):
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as folder:
+            os.chdir(folder)
+            try:
+                return [_pdb_transcript(source, text, "program.py", "main") for text in commands]
+            finally:
+                os.chdir(cwd)
+
+
+@pytest.mark.parametrize("commands", [
+    "b softmax_rows\nc\nn\nn\np shifted\nc\n",                      # the solution: step with n
+    "b softmax_rows, x.shape[0] > 0\nc\nuntil 9\npp shifted\nq\n",   # a condition, then until, then quit
+    "b 9, shifted.max() == 0\nc\np shifted\nc\n",                     # a line of the current file, with a condition
+    "n\nn\nn\ns\nunt 9\n!print(shifted)\nexit\n",                 # step over 3 lines, into the call, until
+])
+def test_pdb_alternatives_pass_the_judge(commands):
+    assert pdb_shifted(_JudgeOnly(commands, 1)).startswith("stopped in softmax_rows()")
+
+
+@pytest.mark.parametrize("commands, message", [
+    ("p shifted\nc\n", "never stopped inside softmax_rows()"),
+    ("b main\nc\nn\nn\nn\np x\nc\n", "never stopped inside softmax_rows()"),
+    ("b 8\nc\np shifted\nc\n", "before shifted was assigned"),
+    ("b 9\nc\np shifted.numpy()\nc\n", "never shows the value of shifted"),
+    ("b 10\nc\np weights\nc\n", "never shows the value of shifted"),
+])
+def test_pdb_wrong_commands_fail_the_judge(commands, message):
+    with pytest.raises(Mismatch, match=re.escape(message)):
+        pdb_shifted(_JudgeOnly(commands, 2))

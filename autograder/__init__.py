@@ -6,14 +6,21 @@ from autograder._registry import Course, RegistryError, load_course
 from autograder._result import CheckResult, PartResult
 from autograder._source import NotebookError
 
-__all__ = ["run_check", "check", "load_course", "Course", "CheckResult", "PartResult", "RegistryError",
-           "NotebookError", "CheckError"]
+__all__ = ["run_check", "check", "show_progress", "load_course", "Course", "CheckResult", "PartResult",
+           "RegistryError", "NotebookError", "CheckError"]
 
 
 def check(target: str, *, device: str = "auto", framework: str = "both") -> None:
     """In a notebook: check the code this kernel has run; shows the result and fails the cell on a failure."""
     from autograder._notebook import check as _check
     return _check(target, device=device, framework=framework)
+
+
+def show_progress() -> None:
+    """In a notebook: the course map, with every module's lesson links, exercise status and points (the same
+    progress file as `clash`)."""
+    from autograder._panel import show_progress as _show
+    return _show()
 
 
 def _install_in_kernel() -> None:

@@ -68,18 +68,9 @@ def kernel_sources() -> list[tuple[str, str]]:
     return list(_cells.values())
 
 
-def check(target: str, *, device: str = "auto", framework: str = "both") -> None:
-    """Check an exercise or one part ('01_tensors' or '01_tensors.torch_grad') against this kernel's code.
-
-    Shows the result (HTML in a notebook, text elsewhere) and raises CheckFailed when a part fails.
-    """
-    from IPython import get_ipython
-    from IPython.display import display
-
-    shell = get_ipython()
-    if shell is None:
-        raise RuntimeError("check() runs inside a notebook kernel; in a terminal use `clash check`")
-    install(shell)
+def _checked(target: str, device: str, framework: str, fresh: bool = False) -> CheckResult:
+    """The result for `target` over the cells this kernel has run (one run serves every part until the code
+    changes; `fresh` runs again regardless, as the Re-check button does)."""
     try:
         course = load_course()
         module, part_ids = course.resolve(target)
@@ -89,6 +80,14 @@ def check(target: str, *, device: str = "auto", framework: str = "both") -> None
     frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
     digest = hashlib.sha256(repr(cells_for(sources, frameworks)).encode()).hexdigest()
     key = (module.id, digest, device, framework)
+    if fresh:  # the Re-check button: only the parts on show, always run again
+        try:
+            result = run_check(target, sources=sources, device=device, framework=framework, course=course,
+                               zygote=_zygote(device))
+        except (CheckError, ValueError) as e:
+            raise CheckUnavailable(str(e)) from None
+        record(course.root, result)
+        return result.only(part_ids)
     if key not in _cache:  # one run serves every part's test cell until the code changes
         _cache.clear()
         try:
@@ -97,8 +96,25 @@ def check(target: str, *, device: str = "auto", framework: str = "both") -> None
         except (CheckError, ValueError) as e:
             raise CheckUnavailable(str(e)) from None
         record(course.root, _cache[key])
-    result = _cache[key].only(part_ids)
-    display(result)
+    return _cache[key].only(part_ids)
+
+
+def check(target: str, *, device: str = "auto", framework: str = "both") -> None:
+    """Check an exercise or one part ('01_tensors' or '01_tensors.torch_grad') against this kernel's code.
+
+    Shows the Check panel (a widget in JupyterLab; static HTML and text where there is no widget front end, as
+    under nbclient, nbconvert and nbgrader) and raises CheckFailed when a part fails.
+    """
+    from IPython import get_ipython
+
+    from autograder._panel import show
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("check() runs inside a notebook kernel; in a terminal use `clash check`")
+    install(shell)
+    result = _checked(target, device, framework)
+    show(result, recheck=lambda: _checked(target, device, framework, fresh=True))
     if not result.passed:
         raise CheckFailed(result)
     return None

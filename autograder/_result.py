@@ -83,6 +83,8 @@ class CheckResult:
             lines.append(f"  could not check: {self.error}")
         for p in self.parts:
             lines.append(f"  {_MARKS.get(p.status, '?')} {p.id:<18} {p.points:g}/{p.max_points:g}  {p.message}")
+            if part_details_text(p):
+                lines.append(f"    {'':<18}        {part_details_text(p)}")
         nxt = self.first_failure()
         if nxt is not None and nxt.status == FAILED:
             lines.append(f"  hint ({nxt.id}): {nxt.hint}")
@@ -91,28 +93,74 @@ class CheckResult:
     __str__ = summary
 
     def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def to_html(self, hints: bool = True) -> str:
+        """Static HTML (nbconvert, nbgrader feedback, any front end without widgets): one row per part, with the
+        error against the tolerance for equivalence parts and a bar chart of the timings for performance parts.
+        `hints=False` leaves the hints out (the widget panel reveals them with its Hint button)."""
         esc = html.escape
         rows = []
         for p in self.parts:
             colour = _COLOURS.get(p.status, "#9a6700")
-            extra = ""
-            if "ratio" in p.details:
-                extra = (f"<br><small>ratio {p.details['ratio']:.2f}× (threshold {p.details.get('threshold', 0):g}×"
-                         f" on {esc(self.device)})</small>")
-            elif "max_abs_err" in p.details:
-                extra = (f"<br><small>max abs err {p.details['max_abs_err']:.3g} "
-                         f"(rtol {p.details['rtol']:g}, atol {p.details['atol']:g})</small>")
+            hint = (f"<details class='clash-hint'><summary>Hint</summary>{esc(p.hint)}</details>"
+                    if hints and not p.passed and p.hint else "")
             rows.append(
-                f"<tr><td style='color:{colour};font-weight:bold'>{_MARKS.get(p.status, '?')} {esc(p.status)}</td>"
-                f"<td><code>{esc(p.id)}</code><br><small>{esc(p.title)}</small></td>"
-                f"<td>{p.points:g}/{p.max_points:g}</td><td>{esc(p.message)}{extra}"
-                + (f"<details><summary>Hint</summary>{esc(p.hint)}</details>" if not p.passed else "")
-                + "</td></tr>")
+                f"<tr class='clash-part clash-{esc(p.status)}'>"
+                f"<td style='color:{colour};font-weight:bold;white-space:nowrap;padding:3px 8px'>"
+                f"{_MARKS.get(p.status, '?')} {esc(p.status)}</td>"
+                f"<td style='padding:3px 8px'><code>{esc(p.id)}</code><br><small>{esc(p.title)}</small></td>"
+                f"<td style='white-space:nowrap;padding:3px 8px'>{p.points:g}/{p.max_points:g}</td>"
+                f"<td style='padding:3px 8px'>{esc(p.message)}{part_details_html(p, self.device)}{hint}</td></tr>")
         error = f"<p style='color:#cf222e'>Could not check: {esc(self.error)}</p>" if self.error else ""
-        return (f"<div class='clash-result'><b>{esc(self.exercise)} — {esc(self.title)}</b>: "
-                f"{self.score:g}/{self.max_score:g} points, on <b>{esc(self.device)}</b>{error}"
-                "<table><tr><th>status</th><th>part</th><th>points</th><th>message</th></tr>"
+        colour = _COLOURS[PASSED] if self.passed else _COLOURS[FAILED]
+        return (f"<div class='clash-result'><div><b>{esc(self.exercise)} — {esc(self.title)}</b>: "
+                f"<b style='color:{colour}'>{self.score:g}/{self.max_score:g} points</b> · device "
+                f"<b class='clash-device'>{esc(self.device)}</b></div>{error}"
+                "<table style='border-collapse:collapse;margin-top:4px'><tr><th style='text-align:left;padding:3px 8px'>"
+                "status</th><th style='text-align:left;padding:3px 8px'>part</th>"
+                "<th style='text-align:left;padding:3px 8px'>points</th>"
+                "<th style='text-align:left;padding:3px 8px'>message</th></tr>"
                 + "".join(rows) + "</table></div>")
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _bar(label: str, us: float, scale: float, colour: str) -> str:
+    width = max(2, round(160 * us / scale)) if scale > 0 else 2
+    return (f"<div style='display:flex;align-items:center;gap:6px;margin:1px 0'>"
+            f"<span style='display:inline-block;width:7.5em'>{html.escape(label)}</span>"
+            f"<span style='display:inline-block;background:{colour};width:{width}px;height:10px'></span>"
+            f"<span>{us:,.1f} µs</span></div>")
+
+
+def part_details_html(p: PartResult, device: str = "") -> str:
+    """The numbers behind a part's verdict: error vs tolerance, or the two timings and the ratio vs threshold."""
+    d = p.details
+    if "ratio" in d and "baseline_us" in d and "fast_us" in d:
+        scale = max(d["baseline_us"], d["fast_us"])
+        threshold = d.get("threshold") or 0
+        ok = d["ratio"] >= threshold
+        return ("<div class='clash-timing' style='margin-top:4px;font-size:90%'>"
+                + _bar("eager baseline", d["baseline_us"], scale, "#8c959f")
+                + _bar("your version", d["fast_us"], scale, _COLOURS[PASSED] if ok else _COLOURS[FAILED])
+                + f"<div>speed-up <b>{d['ratio']:.2f}×</b> {'≥' if ok else '<'} threshold {threshold:g}×"
+                + (f" on {html.escape(device)}" if device else "") + "</div></div>")
+    if "max_abs_err" in d:
+        rel = f", max rel err {d['max_rel_err']:.3g}" if "max_rel_err" in d else ""
+        tol = (f" against tolerance atol {d['atol']:g} + rtol {d['rtol']:g}·|expected|"
+               if "atol" in d and "rtol" in d else "")
+        return (f"<div class='clash-error' style='margin-top:2px'><small>max abs err {d['max_abs_err']:.3g}{rel}"
+                f"{tol}</small></div>")
+    return ""
+
+
+def part_details_text(p: PartResult) -> str:
+    d = p.details
+    if "ratio" in d and "baseline_us" in d and "fast_us" in d:
+        return (f"eager {d['baseline_us']:,.1f} µs vs yours {d['fast_us']:,.1f} µs: {d['ratio']:.2f}× "
+                f"(threshold {d.get('threshold') or 0:g}×)")
+    if "max_abs_err" in d and not p.passed:
+        return f"max abs err {d['max_abs_err']:.3g} (atol {d.get('atol', 0):g}, rtol {d.get('rtol', 0):g})"
+    return ""

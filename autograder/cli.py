@@ -187,6 +187,38 @@ def watch(exercise, notebook, device, framework) -> None:
         pass
 
 
+def lab_command(root: Path, port: int | None = None, extra: tuple[str, ...] = (), euid: int | None = None) -> list[str]:
+    """The command line `clash lab` runs: JupyterLab at the course root, `--allow-root` only for root."""
+    import os
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}"]
+    if port is not None:
+        cmd.append(f"--port={port}")
+    if (os.geteuid() if euid is None else euid) == 0:
+        cmd.append("--allow-root")  # Jupyter refuses to run as root without it
+    return cmd + list(extra)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, help="Port to serve on (default: JupyterLab's, 8888 or the next free one).")
+@click.option("--dry-run", is_flag=True, help="Print the command line instead of running it.")
+@click.argument("jupyter_args", nargs=-1, type=click.UNPROCESSED)
+def lab(port, dry_run, jupyter_args) -> None:
+    """Open JupyterLab at the course root: course.ipynb is the course map, each exercise's Check panel shows
+    under its test cells. Extra arguments go to JupyterLab (e.g. --no-browser)."""
+    import os
+    import shlex
+    course = _course()
+    cmd = lab_command(course.root, port, jupyter_args)
+    if dry_run:
+        click.echo(shlex.join(cmd))
+        return
+    click.echo(f"JupyterLab at {course.root}: open course.ipynb for the course map (Ctrl-C stops)")
+    try:
+        os.execv(cmd[0], cmd)  # JupyterLab takes over this process: its Ctrl-C, its exit status
+    except OSError as e:
+        _die(f"could not start JupyterLab: {e}")
+
+
 @main.command()
 @click.argument("assignment")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,

@@ -198,6 +198,25 @@ def lab_command(root: Path, port: int | None = None, extra: tuple[str, ...] = ()
     return cmd + list(extra)
 
 
+# JupyterLab's default is not to save widget state, so a saved notebook reopened later (its kernel gone) shows
+# "Error displaying widget: model not found" where each Check panel was. Saved state shows the panels as they were.
+LAB_OVERRIDES = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+
+
+def install_lab_settings(prefix: str = sys.prefix) -> Path | None:
+    """Install the course's JupyterLab defaults as an overrides.d file of this environment (where JupyterLab looks
+    for packages' overrides); a student's own settings still win. Returns the file, or None if it is not writable."""
+    path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.d" / "clash-of-frameworks.json"
+    text = json.dumps(LAB_OVERRIDES, indent=2) + "\n"
+    try:
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    except OSError:
+        return None
+    return path
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, help="Port to serve on (default: JupyterLab's, 8888 or the next free one).")
 @click.option("--dry-run", is_flag=True, help="Print the command line instead of running it.")
@@ -212,6 +231,9 @@ def lab(port, dry_run, jupyter_args) -> None:
     if dry_run:
         click.echo(shlex.join(cmd))
         return
+    if install_lab_settings() is None:
+        click.echo("note: could not install the course's JupyterLab settings; a reopened notebook may show "
+                   "'model not found' in place of its Check panels until you run its cells again")
     click.echo(f"JupyterLab at {course.root}: open course.ipynb for the course map (Ctrl-C stops)")
     try:
         os.execv(cmd[0], cmd)  # JupyterLab takes over this process: its Ctrl-C, its exit status

@@ -55,6 +55,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for name in ("course.toml", "lessons", "solutions", "exercises", "course.ipynb"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, root / name)
+    from autograder.cli import install_lab_settings
+    assert install_lab_settings() is not None  # as `clash lab` does: notebooks save their panels' widget state
     port, token = _free_port(), uuid.uuid4().hex
     env = dict(os.environ, CLASH_ROOT=str(root), CLASH_PROGRESS_DIR=str(root / ".clash"),
                JUPYTER_CONFIG_DIR=str(root / ".jupyter-config"), JUPYTERLAB_SETTINGS_DIR=str(root / ".lab-settings"),
@@ -192,6 +194,18 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
     assert "✓ passed" in first.locator(".clash-part").first.text_content()
     first.scroll_into_view_if_needed()
     _shot(first, "3-solved-first-panel-after-recheck.png")
+    # Saved, kernel gone, reopened later: the panels still show their results (saved widget state).
+    page.keyboard.press("Control+s")
+    _wait_for(page, "saved-widget-state", lambda: "widgets" in json.loads(nb_path.read_text())["metadata"], 30)
+    page.close()
+    for session in json.load(urllib.request.urlopen(f"{url}/api/sessions?token={token}")):
+        urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions/{session['id']}?token={token}",
+                                                      method="DELETE"))
+    page = _open(browser, url, token, f"exercises/{MODULE}/solved.ipynb")
+    page.locator(".clash-panel").first.wait_for(timeout=60_000)
+    assert "model not found" not in page.locator(".jp-NotebookPanel").last.text_content()
+    assert "✓ passed" in page.locator(".clash-panel .clash-part").first.text_content()
+    _shot(page, "3b-solved-reopened-without-kernel.png")
     page.close()
 
     # 2. The untouched notebook: Run All stops at the first failing test cell; its panel says why; Hint reveals.

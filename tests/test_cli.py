@@ -1,5 +1,6 @@
 """The CLI is a thin layer: every command has help, and bad input is one line with exit code 2."""
 import json
+import os
 import subprocess
 import sys
 
@@ -108,3 +109,14 @@ def test_watch_checks_again_when_the_notebook_is_saved(course, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_clash_lab_installs_settings_that_keep_the_panels_of_a_saved_notebook(tmp_path):
+    from autograder.cli import LAB_OVERRIDES, install_lab_settings
+    path = install_lab_settings(str(tmp_path))
+    assert path == tmp_path / "share/jupyter/lab/settings/overrides.d/clash-of-frameworks.json"
+    assert json.loads(path.read_text()) == LAB_OVERRIDES
+    assert LAB_OVERRIDES["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        assert install_lab_settings(str(tmp_path / "ro")) is None

@@ -177,6 +177,14 @@ class Context:
         self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
         return a / b
 
+    def speed_verdict(self, ratio: float, fast: str, baseline: str = "eager") -> str:
+        """Fail when `ratio` (from speedup) is under the part's threshold; else the one-line success message."""
+        threshold = self.threshold()
+        per_call = f"{self.details['fast_us']:.0f} µs vs {self.details['baseline_us']:.0f} µs per call"
+        if ratio < threshold:
+            self.fail(f"{fast} is {ratio:.2f}x as fast as {baseline}; at least {threshold:g}x expected ({per_call})")
+        return f"{ratio:.1f}x faster than eager (threshold {threshold:g}x): {per_call}"
+
     @staticmethod
     def _load(worker: Worker, prefix: str, n_rounds: int, per_round: int, make_args, framework: str) -> dict:
         items = {f"{prefix}{r}.{k}": make_args() for r in range(n_rounds) for k in range(per_round)}

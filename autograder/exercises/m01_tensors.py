@@ -108,12 +108,7 @@ def graph_speed(ctx):
     n, d = 64, int(shape_rng.integers(4, 9))
     ratio = ctx.speedup("baseline_tf_loss_and_grad", "tf_loss_and_grad_graph",
                         lambda: _problem(ctx.rng, n=n, d=d), "tensorflow")
-    threshold = ctx.threshold()
-    if ratio < threshold:
-        ctx.fail(f"tf_loss_and_grad_graph is {ratio:.2f}x as fast as eager; at least {threshold:g}x expected "
-                 f"({ctx.details['fast_us']:.0f} µs vs {ctx.details['baseline_us']:.0f} µs per call)")
-    return (f"{ratio:.1f}x faster than eager (threshold {threshold:g}x): "
-            f"{ctx.details['fast_us']:.0f} µs vs {ctx.details['baseline_us']:.0f} µs per call")
+    return ctx.speed_verdict(ratio, "tf_loss_and_grad_graph")
 
 
 PARTS = {f.__name__: f for f in (torch_grad, tf_grad, cross_grad, same_weights, tf_graph, graph_speed)}

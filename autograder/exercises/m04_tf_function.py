@@ -339,12 +339,7 @@ def speed(ctx):
     # More and longer rounds than the default: the ratio is overhead against overhead, so noisy on a busy machine.
     ratio = ctx.speedup("baseline_tf_step", "_clash_timed_tf_step", make_args, "tensorflow", rounds=31,
                         target_round_s=0.05)
-    threshold = ctx.threshold()
-    if ratio < threshold:
-        ctx.fail(f"your step is {ratio:.2f}x as fast as the eager step; at least {threshold:g}x expected "
-                 f"({ctx.details['fast_us']:.0f} µs vs {ctx.details['baseline_us']:.0f} µs per call)")
-    return (f"{ratio:.1f}x faster than eager (threshold {threshold:g}x): "
-            f"{ctx.details['fast_us']:.0f} µs vs {ctx.details['baseline_us']:.0f} µs per call")
+    return ctx.speed_verdict(ratio, "your step", "the eager step")
 
 
 PARTS = {f.__name__: f for f in (tf_step, tf_while, tf_clip, torch_step, cross_step, speed)}

@@ -235,25 +235,31 @@ def _student_status(ctx, output: dict, fn: str) -> str:
     return status
 
 
+def _failures_by_branch(ctx, runner: str, weights, signs, what: str) -> tuple[list[str], dict[str, str]]:
+    """Run the grader's `runner` on one batch per sign and compare with float64 NumPy: the branches taken, and the
+    last mismatch message of each branch that failed."""
+    seen, bad = [], {}
+    for sign in signs:
+        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
+        got = ctx.call(runner, [x], "torch")
+        seen.append(_branch(x))
+        try:
+            ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"], f"{what} on a batch with {_branch(x)}",
+                     want_framework="any")
+        except Mismatch as m:
+            bad[_branch(x)] = str(m)
+    return seen, {b: bad[b] for b in dict.fromkeys(seen) if b in bad}  # in the order the branches came
+
+
 # -- the parts -------------------------------------------------------------------------------------------
 def scripted(ctx):
     weights = _weights(ctx.rng)
     status = _student_status(ctx, ctx.call("_clash_script", weights, "torch"), "script_model")
     ctx.details["module_type"] = status.removeprefix("ok ")
-    results = {}
-    for sign in (1, -1, 1, -1):
-        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
-        got = ctx.call("_clash_run_scripted", [x], "torch")
-        try:
-            ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"],
-                     f"script_model(model) on a batch with {_branch(x)}", want_framework="any")
-            results.setdefault(_branch(x), True)
-        except AssertionError as m:
-            results[_branch(x)] = str(m)
-    bad = {b: m for b, m in results.items() if m is not True}
+    seen, bad = _failures_by_branch(ctx, "_clash_run_scripted", weights, (1, -1, 1, -1), "script_model(model)")
     if len(bad) == 1:
         (branch, _), = bad.items()
-        good = next(b for b in results if b != branch)
+        good = next(b for b in seen if b != branch)
         ctx.fail(f"traced, not scripted: the branch was frozen. script_model's module matches eager when {good} but "
                  f"not when {branch}; torch.jit.trace records only the branch its example took, torch.jit.script "
                  f"compiles the `if` itself")
@@ -311,17 +317,7 @@ def _save_torchscript_checked(ctx, weights) -> None:
 def torchscript_file(ctx):
     weights = _weights(ctx.rng)
     _save_torchscript_checked(ctx, weights)
-    results = {}
-    for sign in (1, -1, -1, 1):
-        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
-        got = ctx.call("_clash_run_torchscript", [x], "torch")
-        try:
-            ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"],
-                     f"the reloaded module on a batch with {_branch(x)}", want_framework="any")
-            results.setdefault(_branch(x), True)
-        except AssertionError as m:
-            results[_branch(x)] = str(m)
-    bad = {b: m for b, m in results.items() if m is not True}
+    _, bad = _failures_by_branch(ctx, "_clash_run_torchscript", weights, (1, -1, -1, 1), "the reloaded module")
     if len(bad) == 1:
         (branch, _), = bad.items()
         ctx.fail(f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so "

@@ -84,8 +84,7 @@ class Context:
         `commands` in turn; return the transcripts. They run in one fresh isolated worker with no notebook cells
         (never the student's kernel nor the reference, which can read solutions). Put the grader's own commands
         first: each reply is back here before the next commands run, so a student's commands cannot change it."""
-        zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
-        worker = Worker("student", [], frameworks, "cpu", self.student.limits, zygote)
+        worker = self.fresh_worker([], frameworks, device="cpu")
         transcripts = []
         try:
             for text in commands:
@@ -97,6 +96,21 @@ class Context:
         finally:
             worker.close()
         return transcripts
+
+    def fresh_worker(self, cells: list[dict], frameworks: list[str], device: str | None = None) -> Worker:
+        """A new isolated worker running only the grader's `cells` ([{"label", "source"}]), no notebook: where a
+        student's artefact (an exported program, a TorchScript archive) is loaded and run. Never the reference
+        worker, which is unconfined and can read the solutions. It starts at once; the caller closes it."""
+        zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
+        return Worker("student", cells, frameworks, device or self.device, self.student.limits, zygote)
+
+    @staticmethod
+    def fresh_call(worker: Worker, fn: str, args: list, framework: str, doing: str) -> dict:
+        """Call the grader's `fn` in a fresh worker; its failure is the artefact's, told as `doing: error`."""
+        reply = worker.request({"op": "call", "fn": fn, "args": args, "framework": framework}, doing)
+        if not reply.get("ok"):
+            raise Mismatch(f"{doing}: {reply.get('error')}")
+        return reply["output"]
 
     # -- judging -------------------------------------------------------------------------------------
     @staticmethod
@@ -184,6 +198,37 @@ class Context:
         if ratio < threshold:
             self.fail(f"{fast} is {ratio:.2f}x as fast as {baseline}; at least {threshold:g}x expected ({per_call})")
         return f"{ratio:.1f}x faster than eager (threshold {threshold:g}x): {per_call}"
+
+    def time_reference(self, timed: dict, rounds: int = 9, warmup: int = 2, target_round_s: float = 0.02) -> dict:
+        """Median seconds per call of several of the course's own functions, all in the clean reference worker.
+
+        `timed` maps a label to (function name, make_args, framework). Like speedup: the parent's clock, a batch of
+        distinct inputs per request sized to about target_round_s, the device synchronised before each answer,
+        a warm-up, and the functions interleaved (their order rotates every round); the student's worker and
+        every other worker of this process are frozen meanwhile. For checks that compare a student's own
+        measurements (e.g. a benchmark's ratios) with the grader's.
+        """
+        if not self.has_reference:
+            raise NeedsReference
+        labels = list(timed)
+        n = warmup + rounds
+        with exclusive_timing(self.student, self.reference):
+            per_round, ids = {}, {}
+            for i, label in enumerate(labels):
+                fn, make_args, framework = timed[label]
+                cal = list(self._load(self.reference, f"cal{i}.", 1, 2, make_args, framework))
+                self._timed(self.reference, fn, cal)
+                t, _ = self._timed(self.reference, fn, cal)
+                per_round[label] = int(min(50, max(1, target_round_s / max(t / 2, 1e-6))))
+                self._load(self.reference, f"t{i}.", n, per_round[label], make_args, framework)
+                ids[label] = [[f"t{i}.{r}.{k}" for k in range(per_round[label])] for r in range(n)]
+            times = {label: [] for label in labels}
+            for r in range(n):
+                shift = r % len(labels)
+                for label in labels[shift:] + labels[:shift]:
+                    elapsed, _ = self._timed(self.reference, timed[label][0], ids[label][r])
+                    times[label].append(elapsed / per_round[label])
+        return {label: statistics.median(times[label][warmup:]) for label in labels}
 
     @staticmethod
     def _load(worker: Worker, prefix: str, n_rounds: int, per_round: int, make_args, framework: str) -> dict:

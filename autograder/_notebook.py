@@ -7,6 +7,7 @@ the import come from the kernel's input history.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from autograder._checker import CheckError, run_check
 from autograder._progress import record
@@ -88,14 +89,22 @@ def _checked(target: str, device: str, framework: str, fresh: bool = False) -> C
             raise CheckUnavailable(str(e)) from None
         record(course.root, result)
         return result.only(part_ids)
-    if key not in _cache:  # one run serves every part's test cell until the code changes
-        _cache.clear()
+    # A run serves every test cell whose parts it checked, until the code changes. A miss checks only the parts
+    # asked for: under Run All the code changes before every test cell, and checking the whole exercise each
+    # time would repeat every earlier part.
+    cached = _cache.get(key)
+    if cached is None or not set(part_ids) <= {p.id for p in cached.parts}:
         try:
-            _cache[key] = run_check(module.id, sources=sources, device=device, framework=framework, course=course,
-                                    zygote=_zygote(device))
+            result = run_check(target, sources=sources, device=device, framework=framework, course=course,
+                               zygote=_zygote(device))
         except (CheckError, ValueError) as e:
             raise CheckUnavailable(str(e)) from None
-        record(course.root, _cache[key])
+        record(course.root, result)
+        if cached is not None:
+            fresh_ids = {p.id for p in result.parts}
+            result = replace(result, parts=[p for p in cached.parts if p.id not in fresh_ids] + result.parts)
+        _cache.clear()
+        _cache[key] = result
     return _cache[key].only(part_ids)
 
 

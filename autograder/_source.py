@@ -1,7 +1,9 @@
 """Turning a notebook (or what a kernel has run) into the cells a worker executes.
 
 Two things are removed, statement by statement: calls to `check(...)` (the grader must not recurse into
-itself) and IPython magics or shell escapes (a plain Python worker cannot run them).
+itself) and IPython magics or shell escapes (a plain Python worker cannot run them). Whole cells whose first
+line is `# clash-report` are left out too: a report's benchmarks and plots grade nothing, and would run in both
+workers. A comment, not cell metadata, so that the cells a kernel has run are recognised as well.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 
 
+REPORT_MARK = "# clash-report"
 _FRAMEWORK_NAMES = {
     "torch": {"torch", "nn", "F"},
     "tensorflow": {"tensorflow", "tf", "keras"},
@@ -73,7 +76,7 @@ def cells_for(sources: list[tuple[str, str]], frameworks: list[str]) -> list[dic
     cells = []
     for label, source in sources:
         code = clean(source)
-        if not code.strip() or not frameworks_of(code) <= set(frameworks):
+        if not code.strip() or code.lstrip().startswith(REPORT_MARK) or not frameworks_of(code) <= set(frameworks):
             continue
         cells.append({"label": label, "source": code})
     return cells

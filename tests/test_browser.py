@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT, notebook_with
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]  # one JupyterLab per run
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -120,16 +120,16 @@ STARTED = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPro
 
 
 def _run_all(page):
-    """Run > Run All Cells, as a student does; if no cell has started within 30 s, the same command directly."""
+    """Run > Run All Cells, as a student does; if no cell has started within 60 s, the same command directly."""
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     try:
-        page.wait_for_function(STARTED, timeout=30_000)
+        page.wait_for_function(STARTED, timeout=60_000)
     except Exception:
         _shot(page, "run-all-did-not-start.png")
         page.keyboard.press("Escape")
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.wait_for_function(STARTED, timeout=30_000)
+        page.wait_for_function(STARTED, timeout=60_000)
 
 
 def _wait_for(page, what, ok, seconds):
@@ -190,7 +190,7 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
     # Re-check runs the part again with the kernel's current cells.
     first = panels.first
     first.locator("button", has_text="Re-check").click()
-    first.locator("text=re-checked at").wait_for(state="attached", timeout=120_000)
+    first.locator("text=re-checked at").wait_for(state="attached", timeout=240_000)
     assert "✓ passed" in first.locator(".clash-part").first.text_content()
     first.scroll_into_view_if_needed()
     _shot(first, "3-solved-first-panel-after-recheck.png")
@@ -202,7 +202,7 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
         urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions/{session['id']}?token={token}",
                                                       method="DELETE"))
     page = _open(browser, url, token, f"exercises/{MODULE}/solved.ipynb")
-    page.locator(".clash-panel").first.wait_for(timeout=60_000)
+    page.locator(".clash-panel").first.wait_for(timeout=180_000)
     assert "model not found" not in page.locator(".jp-NotebookPanel").last.text_content()
     assert "✓ passed" in page.locator(".clash-panel .clash-part").first.text_content()
     _shot(page, "3b-solved-reopened-without-kernel.png")
@@ -212,7 +212,7 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
     page = _open(browser, url, token, f"exercises/{MODULE}/untouched.ipynb")
     _run_all(page)
     panel = page.locator(".clash-panel").first
-    panel.wait_for(timeout=150_000)
+    panel.wait_for(timeout=240_000)
     row = panel.locator(".clash-part").first
     assert "✗ failed" in row.text_content() and ("not written yet" in row.text_content()
                                                or "is not defined" in row.text_content())
@@ -222,7 +222,7 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
     panel.scroll_into_view_if_needed()
     _shot(page, "4-untouched-failed-panel.png")
     panel.locator("button", has_text="Hint").click()
-    hint.first.wait_for(state="visible", timeout=10_000)
+    hint.first.wait_for(state="visible", timeout=60_000)
     assert first_part.hint[:40] in hint.first.inner_text()
     _shot(panel, "5-untouched-hint-revealed.png")
     page.close()

@@ -49,3 +49,38 @@ def test_an_untouched_exercise_fails_each_grade_cell_with_one_line(course, tmp_p
         assert len(errors[0].traceback) == 1 and "not written yet" in errors[0].traceback[0] \
             or "is not defined" in errors[0].traceback[0]
         assert not any(o.get("name") == "stderr" for o in cell.outputs)
+
+
+def test_each_test_cell_checks_only_its_part_and_reuses_a_run_until_the_code_changes(course, monkeypatch):
+    """Under Run All the code changes before every test cell: checking the whole exercise each time would
+    repeat every earlier part (quadratic in the number of parts)."""
+    from autograder import _notebook
+    from autograder._result import CheckResult, PartResult
+
+    module = course.module("01_tensors")
+    ids = [p.id for p in module.exercise.parts]
+    runs, code = [], ["x = 1"]
+
+    def fake_run_check(target, **kwargs):
+        runs.append(target)
+        wanted = ids if "." not in target else [target.split(".", 1)[1]]
+        return CheckResult(exercise=module.id, title="t", device="cpu", parts=[
+            PartResult(id=i, title=i, status="passed", points=1, max_points=1, message="", hint="", framework="torch",
+                       kind="equivalence") for i in wanted])
+
+    monkeypatch.setattr(_notebook, "run_check", fake_run_check)
+    monkeypatch.setattr(_notebook, "record", lambda root, result: None)
+    monkeypatch.setattr(_notebook, "_zygote", lambda device: None)
+    monkeypatch.setattr(_notebook, "kernel_sources", lambda: [("In [1]", code[0])])
+    monkeypatch.setattr(_notebook, "_cache", {})
+
+    def checked(target):
+        return [p.id for p in _notebook._checked(target, "auto", "both").parts]
+
+    assert checked(f"{module.id}.{ids[0]}") == [ids[0]] and runs == [f"{module.id}.{ids[0]}"]
+    assert checked(f"{module.id}.{ids[0]}") == [ids[0]] and len(runs) == 1          # the same code: no new run
+    assert checked(f"{module.id}.{ids[1]}") == [ids[1]] and runs[-1] == f"{module.id}.{ids[1]}"
+    assert checked(f"{module.id}.{ids[0]}") == [ids[0]] and len(runs) == 2          # both kept
+    assert checked(module.id) == ids and runs[-1] == module.id                      # the whole exercise
+    code[0] = "x = 2"
+    assert checked(f"{module.id}.{ids[1]}") == [ids[1]] and runs[-1] == f"{module.id}.{ids[1]}" and len(runs) == 4

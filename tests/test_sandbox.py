@@ -106,3 +106,22 @@ def f():
         assert gradebook.read_text() == "grades"
     finally:
         worker.close()
+
+
+def test_an_error_inside_a_grader_helper_names_the_students_function(launcher):
+    """A spec's HELPERS call the student's functions: the message names the student's function, not the helper."""
+    cells = [{"label": "cell 3", "source": "def unwritten():\n    raise NotImplementedError()\n"
+                                          "def broken(x):\n    return x[5]\n"},
+             {"label": "course helpers 1", "source": "def _clash_a():\n    return unwritten()\n"
+                                                     "def _clash_b():\n    return broken([1])\n"
+                                                     "def _clash_c():\n    return undefined_name()\n"}]
+    worker = Worker("student", cells, [], "cpu", LIMITS, launcher)
+    try:
+        worker.wait_ready()
+        errors = [worker.request({"op": "call", "fn": fn, "args": [], "framework": "numpy"}, f"in {fn}")["error"]
+                  for fn in ("_clash_a", "_clash_b", "_clash_c")]
+    finally:
+        worker.close()
+    assert errors[0] == "unwritten is not written yet: it raises NotImplementedError (at cell 3, line 2)"
+    assert errors[1] == "broken raised IndexError: list index out of range (at cell 3, line 4)"
+    assert errors[2].startswith("_clash_c raised NameError") and "is not defined" in errors[2]

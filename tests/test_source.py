@@ -44,3 +44,9 @@ def test_unreadable_notebooks_give_one_line_naming_the_file(tmp_path):
     odd.write_text(json.dumps({"nbformat": 4, "cells": [{"cell_type": "code", "source": 5}]}))
     with pytest.raises(NotebookError, match="cell 1 has a malformed source"):
         notebook_sources(odd)
+
+
+def test_report_cells_are_left_out_whether_from_a_file_or_a_kernel():
+    sources = [("cell 1", "def f():\n    return 1"), ("cell 3", "# clash-report: the benchmark, not graded\nrun_all()"),
+               ("In [4]", "  # clash-report\nplot()"), ("cell 5", "g = 2  # clash-report is only a marker on line 1")]
+    assert [c["label"] for c in cells_for(sources, ["torch"])] == ["cell 1", "cell 5"]

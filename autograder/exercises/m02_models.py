@@ -356,7 +356,10 @@ def _call(ctx, fn: str, args: list, framework: str) -> dict:
 
 def _shape_hint(err: Mismatch) -> Mismatch:
     text = str(err)
-    if "shape" in text.lower() and text.startswith("while the grader ran"):
+    # The harness names the student's function that raised ("keras_to_torch raised ..."); an error in the helper
+    # itself reads "while the grader ran ...".
+    raised_by_student = any(text.startswith(f"{name} raised ") for names in _RUNS.values() for name in names.split(" and "))
+    if "shape" in text.lower() and (raised_by_student or text.startswith("while the grader ran")):
         return Mismatch(f"{text} — layouts differ: torch Linear.weight is (out, in) and Keras Dense.kernel is "
                         f"(in, out); torch Conv2d.weight is OIHW (out, in, kh, kw) and Keras Conv2D.kernel is HWIO "
                         f"(kh, kw, in, out)", **err.details)

@@ -1,0 +1,430 @@
+"""Checks for module 09, "Capstone: the clash".
+
+The student builds the same small CNN in PyTorch and Keras, ports the weights across, trains both on the course's
+generated digits, and benchmarks a training step in the six modes (PyTorch eager, TorchScript, torch.compile,
+TF eager, tf.function, tf.function with XLA).
+
+Ground truth: the logits of the ported pair are compared with a float64 NumPy forward pass computed here from the
+PyTorch model's own weights; the training runs start from weights the parent draws, and their test accuracy is
+computed here from the returned logits against the reference solution's accuracy from the same start; the
+benchmark's ratios are compared with the grader's own timing of its own steps in the clean reference worker, on
+the parent's clock (Context.time_reference), never with numbers the student's process reports about itself alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from autograder._compare import Mismatch, compare, leaves
+from autograder._sandbox import exclusive_timing
+from autograder.datasets import digits
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grader-owned functions, run in both workers after the notebook's cells (filtered by framework like cells).
+# ---------------------------------------------------------------------------------------------------------------
+_HELPERS_COMMON = '''
+import numpy as np
+
+
+def _clash_benchmark(modes, batch_size, steps, warmup):
+    """The student's benchmark_step on the grader's modes: the seconds per step, in the order asked for."""
+    modes = modes.split(",")
+    result = benchmark_step(list(modes), int(batch_size), int(steps), int(warmup))
+    if not isinstance(result, dict):
+        raise TypeError(f"benchmark_step returned a {type(result).__name__}, expected a dict {{mode: seconds}}")
+    missing = [m for m in modes if m not in result]
+    if missing:
+        raise KeyError(f"benchmark_step({modes}) returned no time for {missing}; its keys are {sorted(result)}")
+    return np.array([float(result[m]) for m in modes], dtype=np.float64)
+'''
+
+_HELPERS_TORCH = '''
+import numpy as np
+import torch
+
+# Compare in full float32: TF32 tensor cores (the default for convolutions on recent GPUs) round to ~1e-3.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+_clash_DEV = "cuda" if torch.cuda.is_available() else "cpu"
+_clash_SHAPES = [(8, 1, 3, 3), (8,), (10, 512), (10,)]
+
+
+def _clash_torch_cnn(seed=None):
+    """The student's build_torch_cnn(), checked for the right parameters, on the worker's device."""
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    model = build_torch_cnn()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"build_torch_cnn returned a {type(model).__name__}, not a torch.nn.Module")
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    if shapes != _clash_SHAPES:
+        raise ValueError(f"build_torch_cnn() has parameters of shapes {shapes}, expected {_clash_SHAPES}: "
+                         f"Conv2d(1, 8, 3, padding=1) then Linear(512, 10)")
+    return model.to(_clash_DEV)
+
+
+def _clash_losses(losses, what):
+    try:
+        values = [float(v) for v in losses]
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} returned a {type(losses).__name__}; return the mean loss of each epoch "
+                        f"as a list of floats") from None
+    return np.array(values, dtype=np.float64)
+
+
+def _clash_torch_train(x, y, x_test, epochs, batch_size, lr, *params):
+    """Part 2: the student's model with the grader's weights, trained by train_torch; losses and test logits."""
+    model = _clash_torch_cnn()
+    with torch.no_grad():
+        for p, v in zip(model.parameters(), params):
+            p.copy_(v)
+    losses = _clash_losses(train_torch(model, x, y, int(epochs), int(batch_size), float(lr)), "train_torch")
+    model.eval()
+    with torch.no_grad():
+        logits = model(x_test)
+    return losses, logits
+
+
+# Part 3-4: the grader's own training steps, timed in the reference worker.
+_clash_STEPS = {}
+
+
+def _clash_timed_setup_torch(mode, batch_size):
+    import warnings
+    from autograder.datasets import digits
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(512, 10)).to(_clash_DEV)
+    if mode == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.jit.script(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    x, y = (torch.as_tensor(a, device=_clash_DEV) for a in digits(int(batch_size), seed=0))
+    for _ in range(5):
+        step(x, y)
+    _clash_STEPS[f"{mode}:{int(batch_size)}"] = step
+    return None
+
+
+def _clash_timed_torch(key):
+    return lambda x, y: _clash_STEPS[key](x, y)
+
+# One named function per (mode, batch size) the timed parts use: the harness times functions by name.
+for _clash_m in ("torch_eager", "torchscript"):
+    for _clash_b in (32, 64, 128, 256, 1024):
+        globals()[f"_clash_t_{_clash_m}_{_clash_b}"] = _clash_timed_torch(f"{_clash_m}:{_clash_b}")
+'''
+
+_HELPERS_TF = '''
+import numpy as np
+import tensorflow as tf
+import keras
+
+tf.config.experimental.enable_tensor_float_32_execution(False)  # full float32 on GPUs too
+
+
+def _clash_keras_train(x, y, x_test, epochs, batch_size, lr, *params):
+    """Part 2: the student's Keras model with the grader's weights (Keras layout), trained by train_keras."""
+    model = build_keras_cnn()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"build_keras_cnn returned a {type(model).__name__}, not a keras.Model")
+    model.set_weights([np.asarray(p) for p in params])
+    losses = train_keras(model, x, y, int(epochs), int(batch_size), float(lr))
+    try:
+        values = [float(v) for v in losses]
+    except (TypeError, ValueError):
+        raise TypeError(f"train_keras returned a {type(losses).__name__}; return the mean loss of each epoch "
+                        f"as a list of floats (model.fit's history.history['loss'] is one)") from None
+    return np.array(values, dtype=np.float64), model(x_test, training=False)
+
+
+_clash_TF_STEPS = {}
+
+
+def _clash_timed_setup_tf(mode, batch_size):
+    from autograder.datasets import digits
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    opt = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-8)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+    if mode != "tf_eager":
+        step = tf.function(step, jit_compile=(mode == "tf_xla"))
+    x, y = digits(int(batch_size), seed=0, channels_last=True)
+    x, y = tf.constant(x), tf.constant(y)
+    for _ in range(5):
+        step(x, y)
+    _clash_TF_STEPS[f"{mode}:{int(batch_size)}"] = step
+    return None
+
+
+def _clash_timed_tf(key):
+    return lambda x, y: _clash_TF_STEPS[key](x, y)
+
+for _clash_m in ("tf_eager", "tf_function", "tf_xla"):
+    for _clash_b in (32, 64, 128, 256, 1024):
+        globals()[f"_clash_t_{_clash_m}_{_clash_b}"] = _clash_timed_tf(f"{_clash_m}:{_clash_b}")
+'''
+
+_HELPERS_CROSS = '''
+def _clash_port(x, seed):
+    """Part 1: the student's two models (PyTorch seeded by the grader), ported by port_weights; both logits on
+    the grader's digits (NCHW for PyTorch, NHWC for Keras), and the PyTorch model's own weights."""
+    torch_model = _clash_torch_cnn(seed)
+    keras_model = build_keras_cnn()
+    if not isinstance(keras_model, keras.Model):
+        raise TypeError(f"build_keras_cnn returned a {type(keras_model).__name__}, not a keras.Model")
+    returned = port_weights(torch_model, keras_model)
+    if isinstance(returned, keras.Model):
+        keras_model = returned
+    torch_model.eval()
+    with torch.no_grad():
+        torch_logits = torch_model(x)
+    x_nhwc = tf.constant(np.ascontiguousarray(np.transpose(x.detach().cpu().numpy(), (0, 2, 3, 1))))
+    keras_logits = keras_model(x_nhwc, training=False)
+    return (torch_logits, keras_logits, *(p.detach() for p in torch_model.parameters()))
+'''
+
+HELPERS = [_HELPERS_COMMON, _HELPERS_TORCH, _HELPERS_TF, _HELPERS_CROSS]
+
+TORCH_MODES = ("torch_eager", "torchscript")
+# Every graded pair holds a mode whose first call traces or compiles, so a benchmark that times it shows.
+PAIRS = (("torch_eager", "tf_function"), ("torch_eager", "tf_xla"), ("torchscript", "tf_function"),
+         ("torchscript", "tf_xla"))
+# The student's ratio (and growth) may differ from the grader's by this factor either way. The solution, measured
+# 5 times on 2 busy cores (load 6-9), landed at 0.71-1.27 of the grader's ratio; timing the first calls puts a
+# graph mode's tracing or compiling (0.3-5 s) into a 12-step mean: 3-40x off.
+BAND = 2.5
+SCALES_BAND = BAND
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model in float64 NumPy.
+# ---------------------------------------------------------------------------------------------------------------
+def _forward(x, conv_w, conv_b, fc_w, fc_b, flatten="chw"):
+    """The CNN on NCHW x with PyTorch-layout weights, in float64. flatten='hwc' feeds the dense layer Keras's
+    order with PyTorch's weight unchanged: what a port that only transposes the dense weight computes."""
+    x, conv_w, conv_b, fc_w, fc_b = (np.asarray(a, np.float64) for a in (x, conv_w, conv_b, fc_w, fc_b))
+    n = x.shape[0]
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    z = np.broadcast_to(conv_b[None, :, None, None], (n, 8, 8, 8)).copy()
+    for i in range(3):
+        for j in range(3):
+            z += np.einsum("nchw,oc->nohw", xp[:, :, i:i + 8, j:j + 8], conv_w[:, :, i, j])
+    h = np.maximum(z, 0.0)
+    h = h.reshape(n, 512) if flatten == "chw" else h.transpose(0, 2, 3, 1).reshape(n, 512)
+    return h @ fc_w.T + fc_b
+
+
+def _close(got, want, part) -> bool:
+    try:
+        compare(np.asarray(got), np.asarray(want), "candidate", rtol=part.rtol, atol=part.atol,
+                actual_dtype="x", expected_dtype="x")
+        return True
+    except Mismatch:
+        return False
+
+
+def _call(ctx, helper: str, args: list, framework: str, student_fn: str):
+    """Call a grader helper; a failure that names the helper names the student's function instead."""
+    try:
+        return ctx.call(helper, args, framework)
+    except Mismatch as m:
+        raise Mismatch(str(m).replace(helper, student_fn), **m.details) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The parts.
+# ---------------------------------------------------------------------------------------------------------------
+def equivalence(ctx):
+    for _ in range(2):
+        seed = int(ctx.rng.integers(1 << 31))
+        x, _ = digits(int(ctx.rng.integers(8, 33)), seed=int(ctx.rng.integers(1 << 31)))
+        got = _call(ctx, "_clash_port", [x, seed], "torch", "port_weights")
+        items = leaves(got, 6, "_clash_port")
+        params = [np.asarray(p["array"]) for p in items[2:]]
+        truth = _forward(x, *params)
+        try:
+            ctx.same(items[0], ctx.truth(truth), "torch", ["logits"], "build_torch_cnn()'s logits vs float64 NumPy",
+                     want_framework="any")
+        except Mismatch as err:
+            if _close(items[0]["array"], _forward(x, *params, flatten="hwc"), ctx.part):
+                raise Mismatch(f"{err} — the PyTorch model flattens in (H, W, C) order; keep PyTorch's own "
+                               f"nn.Flatten() (C, H, W) and reorder the weight in port_weights instead",
+                               **err.details) from None
+            raise Mismatch(f"{err} — build_torch_cnn must be Conv2d(1, 8, 3, padding=1), ReLU, Flatten, "
+                           f"Linear(512, 10), returning logits (no softmax)", **err.details) from None
+        try:
+            ctx.same(items[1], ctx.truth(truth), "tensorflow", ["logits"],
+                     "the Keras model after port_weights vs the PyTorch model (float64 NumPy)", want_framework="any")
+        except Mismatch as err:
+            if _close(items[1]["array"], _forward(x, *params, flatten="hwc"), ctx.part):
+                raise Mismatch(f"{err} — the dense weight was transposed but its inputs were left in PyTorch's "
+                               f"flatten order: PyTorch flattens NCHW as (C, H, W), Keras flattens NHWC as "
+                               f"(H, W, C). Reshape Linear.weight to (10, 8, 8, 8), transpose to (8, 8, 8, 10) "
+                               f"(H, W, C, out) and reshape to (512, 10)", **err.details) from None
+            flipped = _forward(x, params[0].transpose(0, 1, 3, 2), *params[1:])
+            if _close(items[1]["array"], flipped, ctx.part):
+                raise Mismatch(f"{err} — the conv kernel's height and width are swapped: OIHW -> HWIO is "
+                               f"transpose(2, 3, 1, 0), not .T", **err.details) from None
+            raise Mismatch(f"{err} — Conv2d.weight is OIHW and Conv2D.kernel HWIO; Linear.weight is (out, in) and "
+                           f"Dense.kernel (in, out), with inputs in the other flatten order", **err.details) from None
+    return "the Keras model equals the PyTorch model after port_weights (two seeds, float64 check)"
+
+
+def _train_args(ctx):
+    seed = int(ctx.rng.integers(1 << 31))
+    x, y = digits(2000, seed=seed)
+    x_test, y_test = digits(1000, seed=seed + 1)
+    r = np.random.default_rng(seed)
+    bound_c, bound_f = 1 / 3, 1 / np.sqrt(512)  # PyTorch's default init ranges
+    params = [r.uniform(-bound_c, bound_c, (8, 1, 3, 3)), r.uniform(-bound_c, bound_c, 8),
+              r.uniform(-bound_f, bound_f, (10, 512)), r.uniform(-bound_f, bound_f, 10)]
+    params = [p.astype(np.float32) for p in params]
+    keras_params = [params[0].transpose(2, 3, 1, 0), params[1],
+                    params[2].reshape(10, 8, 8, 8).transpose(2, 3, 1, 0).reshape(512, 10), params[3]]
+    keras_params = [np.ascontiguousarray(p) for p in keras_params]
+    return x, y, x_test, y_test, params, keras_params
+
+
+EPOCHS, BATCH, LR = 2, 100, 1e-2
+ACC_TOLERANCE = 0.03   # test accuracy may be this far under the reference's, from the same start
+LOSS_RTOL = 0.05       # the two frameworks' per-epoch losses, from the same start on the same batches
+
+
+def converges(ctx):
+    x, y, x_test, y_test, params, keras_params = _train_args(ctx)
+    nhwc = [np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, x_test)]
+    t_args = [x, y, x_test, EPOCHS, BATCH, LR, *params]
+    k_args = [nhwc[0], y, nhwc[1], EPOCHS, BATCH, LR, *keras_params]
+    mine_t, ref_t = ctx.call_both("_clash_torch_train", t_args, "torch")
+    mine_k, ref_k = ctx.call_both("_clash_keras_train", k_args, "tensorflow")
+    results = {}
+    for name, mine, ref in (("PyTorch", mine_t, ref_t), ("Keras", mine_k, ref_k)):
+        losses, logits = leaves(mine, 2, name)
+        ref_losses, ref_logits = leaves(ref, 2, "the reference")
+        losses = np.asarray(losses["array"], np.float64).ravel()
+        logits = np.asarray(logits["array"])
+        if losses.shape != (EPOCHS,):
+            ctx.fail(f"train_{'torch' if name == 'PyTorch' else 'keras'} returned {losses.size} losses for "
+                     f"{EPOCHS} epochs: return one mean loss per epoch")
+        if logits.shape != (len(y_test), 10):
+            ctx.fail(f"the {name} model gives logits of shape {logits.shape} after training, expected {(len(y_test), 10)}")
+        acc = float(np.mean(logits.argmax(1) == y_test))
+        ref_acc = float(np.mean(np.asarray(ref_logits["array"]).argmax(1) == y_test))
+        results[name] = (losses, acc, ref_acc)
+        ctx.details[f"{name.lower()}_accuracy"] = acc
+        ctx.details[f"{name.lower()}_reference_accuracy"] = ref_acc
+        if not np.all(np.isfinite(losses)) or acc < ref_acc - ACC_TOLERANCE:
+            fn = "train_torch" if name == "PyTorch" else "train_keras"
+            ctx.fail(f"after {EPOCHS} epochs of {len(y)} digits the {name} model reaches {acc:.1%} test accuracy; the "
+                     f"reference reaches {ref_acc:.1%} from the same start (losses {_fmt(losses)} vs "
+                     f"{_fmt(np.asarray(ref_losses['array']))}). Check {fn}: Adam with the given lr, the gradients "
+                     f"reset every batch, the mean cross-entropy on logits")
+    (lt, _, _), (lk, _, _) = results["PyTorch"], results["Keras"]
+    rel = float(np.max(np.abs(lt - lk) / np.abs(lk)))
+    ctx.details["loss_rel_diff"] = rel
+    if rel > LOSS_RTOL:
+        ctx.fail(f"from the same weights on the same batches the per-epoch losses differ: PyTorch {_fmt(lt)}, Keras "
+                 f"{_fmt(lk)} (more than {LOSS_RTOL:.0%} apart). Both must run Adam(lr) on the batches in order "
+                 f"(no shuffling), reset the gradients every batch, and report the mean batch loss of each epoch")
+    a = results
+    return (f"test accuracy {a['PyTorch'][1]:.1%} (PyTorch) and {a['Keras'][1]:.1%} (Keras) vs the reference's "
+            f"{a['PyTorch'][2]:.1%} / {a['Keras'][2]:.1%}; loss curves within {rel:.1e}")
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in np.ravel(values)) + "]"
+
+
+def _student_times(ctx, modes: list[str], batch: int, steps: int, warmup: int) -> np.ndarray:
+    """The student's benchmark_step, run with the reference worker (and every other worker) frozen."""
+    with exclusive_timing(ctx.student):
+        ctx.reference.pause()
+        try:
+            got = _call(ctx, "_clash_benchmark", [",".join(modes), batch, steps, warmup], "numpy", "benchmark_step")
+        finally:
+            ctx.reference.resume()
+    times = np.asarray(got.get("array", np.nan), np.float64).ravel()
+    if times.shape != (len(modes),) or not np.all(np.isfinite(times)) or np.any(times <= 0):
+        ctx.fail(f"benchmark_step({modes}, {batch}, {steps}, {warmup}) returned {times.tolist()}: expected positive "
+                 f"seconds per step for each mode")
+    return times
+
+
+def _grader_times(ctx, runs: dict) -> dict:
+    """runs: label -> (mode, batch). The grader's own steps in the reference worker, timed on the parent's clock."""
+    timed = {}
+    for label, (mode, batch) in runs.items():
+        framework = "torch" if mode in TORCH_MODES else "tensorflow"
+        setup = "_clash_timed_setup_torch" if framework == "torch" else "_clash_timed_setup_tf"
+        ctx.call_reference(setup, [mode, batch], framework)
+
+        def make_args(batch=batch, framework=framework):
+            x = ctx.rng.normal(0.2, 0.3, (batch, 1, 8, 8)).astype(np.float32)
+            if framework == "tensorflow":
+                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            return [x, ctx.rng.integers(0, 10, batch).astype(np.int64)]
+        timed[label] = (f"_clash_t_{mode}_{batch}", make_args, framework)
+    # Long rounds: a request's wake-up latency on a busy machine (milliseconds) must not count as step time.
+    return ctx.time_reference(timed, rounds=7, warmup=2, target_round_s=0.1)
+
+
+def _ms(t: float) -> str:
+    return f"{t * 1e3:.2f} ms"
+
+
+def benchmark(ctx):
+    a, b = PAIRS[int(ctx.rng.integers(len(PAIRS)))]
+    modes = [a, b] if ctx.rng.integers(2) else [b, a]
+    batch = int(ctx.rng.choice([32, 64, 128, 256]))
+    mine = dict(zip(modes, _student_times(ctx, modes, batch, 12, 3)))
+    grader = _grader_times(ctx, {m: (m, batch) for m in modes})
+    ratio, want = mine[a] / mine[b], grader[a] / grader[b]
+    ctx.details.update(modes=modes, batch=batch, student_ms={m: mine[m] * 1e3 for m in modes},
+                       grader_ms={m: grader[m] * 1e3 for m in modes}, ratio=ratio, grader_ratio=want)
+    where = f"on {ctx.device}, batch {batch}"
+    if not 1 / BAND <= ratio / want <= BAND:
+        inflated = [m for m in modes if mine[m] > BAND * grader[m]]
+        why = (f" {inflated[0]}'s time is {mine[inflated[0]] / grader[inflated[0]]:.1f}x the grader's: does it "
+               f"include the first calls (tracing, compiling)?" if inflated else "")
+        ctx.fail(f"your benchmark says {a} takes {_ms(mine[a])} and {b} {_ms(mine[b])} per step ({a}/{b} = "
+                 f"{ratio:.2f}); the grader's clock says {_ms(grader[a])} and {_ms(grader[b])} ({want:.2f}) {where}: "
+                 f"more than {BAND:g}x apart.{why} Run `warmup` untimed steps per mode first, time each step "
+                 f"(synchronising the device before reading the clock) and return the median")
+    return (f"{a}/{b} = {ratio:.2f} by your benchmark, {want:.2f} by the grader's clock ({_ms(mine[a])} vs "
+            f"{_ms(mine[b])} per step, {where})")
+
+
+def benchmark_scales(ctx):
+    # Graph modes only: their step grows ~5x from batch 32 to 1024 on a CPU, far outside the band, so a benchmark
+    # that ignores the batch size cannot pass; PyTorch eager grows only ~3x here, too close to it.
+    mode = str(ctx.rng.choice(["tf_function", "tf_xla"]))
+    small, large = 32, 1024
+    mine_small = _student_times(ctx, [mode], small, 7, 2)[0]
+    mine_large = _student_times(ctx, [mode], large, 7, 2)[0]
+    grader = _grader_times(ctx, {"small": (mode, small), "large": (mode, large)})
+    growth, want = mine_large / mine_small, grader["large"] / grader["small"]
+    ctx.details.update(mode=mode, student_ms=[mine_small * 1e3, mine_large * 1e3],
+                       grader_ms=[grader["small"] * 1e3, grader["large"] * 1e3], growth=growth, grader_growth=want)
+    if not 1 / SCALES_BAND <= growth / want <= SCALES_BAND:
+        ctx.fail(f"with batch {small} -> {large} your benchmark's {mode} step goes from {_ms(mine_small)} to "
+                 f"{_ms(mine_large)} ({growth:.2f}x); the grader's clock says {_ms(grader['small'])} to "
+                 f"{_ms(grader['large'])} ({want:.2f}x) on {ctx.device}. A benchmark must time the step it is asked "
+                 f"for, at the batch size it is given, every time it is called")
+    return (f"{mode}: batch {small} -> {large} costs {growth:.1f}x by your benchmark, {want:.1f}x by the grader's "
+            f"clock")
+
+
+PARTS = {f.__name__: f for f in (equivalence, converges, benchmark, benchmark_scales)}

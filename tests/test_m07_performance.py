@@ -1,0 +1,167 @@
+"""Module 07 (performance): plausible wrong answers fail with messages that teach, and other correct answers (another
+timer API, another way to collect losses, another Keras policy API, another torch.compile setting) pass."""
+import pytest
+
+from autograder import run_check
+from conftest import notebook_with
+
+pytestmark = pytest.mark.slow
+
+M = "07_performance"
+
+WRONG = {
+    # the mean of the timed calls: outliers pull it up
+    "time_call": '''
+def time_call(fn, args, warmup, repeats):
+    for _ in range(warmup):
+        fn(*args)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn(*args)
+    return (time.perf_counter() - t0) / repeats
+''',
+    # .item() on every step, and a progress print
+    "train_steps": '''
+def train_steps(model, optimizer, batches):
+    losses = []
+    for i, (x, y) in enumerate(batches):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        print(f"step {i}: {loss:.4f}")
+    return torch.tensor(losses)
+''',
+    # float32 all the way: no autocast
+    "autocast_step": '''
+def autocast_step(model, optimizer, scaler, x, y):
+    optimizer.zero_grad()
+    logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    return logits.detach(), loss.detach()
+''',
+    # the mixed policy, never reset
+    "keras_mixed_step": '''
+def keras_mixed_step(make_model, x, y, lr):
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = make_model()
+    optimizer = tf.keras.optimizers.SGD(lr)
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, tf.cast(logits, tf.float32))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    return logits, loss
+''',
+    # plain eager, wrapped: no graph at all
+    "make_fast": '''
+def make_fast(fn):
+    def fast(x):
+        return fn(x)
+    return fast
+''',
+}
+
+# A second wrong timer: the median, but with no warm-up (the first calls are the slow ones). Swapped in by a
+# second notebook only for the timer part, to stay within one run_check per notebook.
+NO_WARMUP = '''
+def time_call(fn, args, warmup, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+'''
+
+
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+    module = course.module(M)
+    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course)
+    msg = {p.id: p.message for p in result.parts}
+    assert all(p.status == "failed" for p in result.parts), result.summary()
+    assert "that is the MEAN of the timed calls" in msg["timer"] and "Report the median" in msg["timer"], msg["timer"]
+    assert "train_steps made the host wait for the device inside the loop" in msg["no_sync_loop"]
+    assert "item x" in msg["no_sync_loop"] and "__format__ x" in msg["no_sync_loop"], msg["no_sync_loop"]
+    assert "return torch.stack(losses)" in msg["no_sync_loop"]
+    assert "the logits from autocast_step are float32: the forward pass ran in full precision" in msg["torch_mixed"]
+    assert "left the global policy at 'mixed_bfloat16'" in msg["keras_mixed"] and "finally" in msg["keras_mixed"]
+    assert "make_fast(chain) is" in msg["graph_speedup"] and "as fast as eager chain" in msg["graph_speedup"]
+    assert result.score == 0
+
+    nb = notebook_with(module.solution, {"time_call": NO_WARMUP}, tmp_path / "cold.ipynb")
+    result = run_check(f"{M}.timer", notebook=nb, framework="torch", course=course)
+    message = result.parts[0].message
+    assert result.parts[0].status == "failed"
+    assert "what the first calls cost" in message and "warm-up cost" in message, message
+
+
+ALTERNATIVES = {
+    # torch.utils.benchmark.Timer, one call per measurement (it synchronises CUDA itself)
+    "time_call": '''
+import torch.utils.benchmark as benchmark
+
+def time_call(fn, args, warmup, repeats):
+    for _ in range(warmup):
+        fn(*args)
+    timer = benchmark.Timer(stmt="fn(*args)", globals={"fn": fn, "args": args})
+    return float(np.median([timer.timeit(number=1).mean for _ in range(repeats)]))
+''',
+    # a preallocated loss tensor filled in place, optimizer.zero_grad() without set_to_none
+    "train_steps": '''
+def train_steps(model, optimizer, batches):
+    device = next(model.parameters()).device
+    losses = torch.empty(len(batches), device=device)
+    for i, (x, y) in enumerate(batches):
+        optimizer.zero_grad()
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        optimizer.step()
+        losses[i] = loss.detach()
+    return losses
+''',
+    # autocast's own default dtype for the device (bfloat16 on CPU, float16 on CUDA)
+    "autocast_step": '''
+def autocast_step(model, optimizer, scaler, x, y):
+    optimizer.zero_grad()
+    with torch.autocast(x.device.type):
+        logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss.detach()
+''',
+    # Keras 3's own name for the global policy, and a policy object
+    "keras_mixed_step": '''
+def keras_mixed_step(make_model, x, y, lr):
+    name = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    tf.keras.config.set_dtype_policy(tf.keras.DTypePolicy(name))
+    try:
+        model = make_model()
+    finally:
+        tf.keras.config.set_dtype_policy("float32")
+    optimizer = tf.keras.optimizers.SGD(learning_rate=lr)
+    if name == "mixed_float16":
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    return logits, loss
+''',
+    # a whole-graph compile with fullgraph=True (no graph breaks allowed)
+    "make_fast": '''
+def make_fast(fn):
+    return torch.compile(fn, fullgraph=True)
+''',
+}
+
+
+def test_correct_alternative_answers_pass(course, tmp_path):
+    nb = notebook_with(course.module(M).solution, ALTERNATIVES, tmp_path / "alt.ipynb")
+    result = run_check(M, notebook=nb, course=course)
+    assert result.passed, result.summary()

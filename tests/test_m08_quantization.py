@@ -1,0 +1,163 @@
+"""Module 08: plausible wrong answers fail with a message that teaches; other correct answers pass."""
+import pytest
+
+from autograder import run_check
+from conftest import ROOT, notebook_with
+
+pytestmark = pytest.mark.slow
+
+MID = "08_quantization"
+SOLUTION = ROOT / "solutions" / MID / f"{MID}.ipynb"
+
+WRONG = {
+    # the wrong layer type: an MLP has no Conv2d, so quantize_dynamic returns an unchanged float copy
+    "quantize_torch": '''
+def quantize_torch(model):
+    return torch.ao.quantization.quantize_dynamic(model, {nn.Conv2d}, dtype=torch.qint8)
+''',
+    # no optimizations: a float32 flatbuffer
+    "to_tflite": '''
+def to_tflite(keras_model, representative_x):
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+''',
+    # a pickle of the Python object: a safe loader refuses it, and it is no TorchScript archive
+    "save_quantized": '''
+def save_quantized(qmodel, path):
+    torch.save(qmodel, path)
+''',
+    # the converter's output for a freshly initialised model, not the one given
+    "export_tflite": '''
+import keras
+
+
+def export_tflite(keras_model, representative_x, path):
+    other = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
+    converter = tf.lite.TFLiteConverter.from_keras_model(other)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = converter.convert()
+    with open(path, "wb") as f:
+        f.write(data)
+''',
+}
+
+WRONG_2 = {
+    # measuring instead of returning the model
+    "quantize_torch": '''
+def quantize_torch(model):
+    q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(100, 64)
+    return float((q(x).argmax(1) == model(x).argmax(1)).float().mean())
+''',
+    # a flatbuffer of the wrong model (random weights), quantized correctly
+    "to_tflite": '''
+import keras
+
+
+def to_tflite(keras_model, representative_x):
+    other = keras.models.clone_model(keras_model)  # the same architecture, freshly initialised weights
+    converter = tf.lite.TFLiteConverter.from_keras_model(other)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+''',
+    # a model quantized from other float weights, not the one given
+    "save_quantized": '''
+def save_quantized(qmodel, path):
+    other = torch.ao.quantization.quantize_dynamic(
+        nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval(), {nn.Linear}, dtype=torch.qint8)
+    torch.jit.save(torch.jit.script(other), path)
+''',
+    # a concrete function converted with the Keras model as trackable_obj: the weights stay resource variables
+    "export_tflite": '''
+def export_tflite(keras_model, representative_x, path):
+    fn = tf.function(lambda x: keras_model(x)).get_concrete_function(tf.TensorSpec([None, 64], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with contextlib.redirect_stdout(io.StringIO()):
+        flatbuffer = converter.convert()
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+''',
+}
+
+ALTERNATIVES = {
+    # a qconfig_spec that maps the layer type to a qconfig, instead of a set of types
+    "quantize_torch": '''
+def quantize_torch(model):
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, qconfig_spec={nn.Linear: default_dynamic_qconfig})
+''',
+    # full-integer quantization (int8 activations too), calibrated on the representative dataset
+    "to_tflite": '''
+def to_tflite(keras_model, representative_x):
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def representative():
+        for i in range(len(representative_x)):
+            yield [representative_x[i:i + 1]]
+
+    converter.representative_dataset = representative
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+''',
+    # the state_dict, not a TorchScript archive
+    "save_quantized": '''
+def save_quantized(qmodel, path):
+    torch.save(qmodel.state_dict(), path)
+''',
+    # dynamic-range quantization of a concrete function (the tf.function route), without trackable_obj so that
+    # the converter freezes the variables (it logs a deprecation line on the worker's stderr)
+    "export_tflite": '''
+def export_tflite(keras_model, representative_x, path):
+    fn = tf.function(lambda x: keras_model(x)).get_concrete_function(tf.TensorSpec([None, 64], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flatbuffer = converter.convert()
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+''',
+}
+
+
+def parts(result):
+    return {p.id: p for p in result.parts}
+
+
+def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
+    nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
+    got = parts(run_check(MID, notebook=nb, course=course))
+    assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
+    assert "nothing was quantized" in got["torch_quant"].message and "nn.Conv2d" in got["torch_quant"].message
+    assert "tf.lite.Optimize.DEFAULT" in got["tflite_quant"].message
+    assert "only 0.9" in got["tflite_quant"].message  # a float flatbuffer: a little larger than the weights
+    assert "weights_only=True" in got["torch_file"].message and "pickles" in got["torch_file"].message
+    assert "quantized from the float model you were given" in got["tflite_file"].message
+    assert "quant_agree compares two QUANTIZED models" in got["quant_agree"].message
+
+
+def test_more_wrong_answers(course, tmp_path):
+    nb = notebook_with(SOLUTION, WRONG_2, tmp_path / "wrong2.ipynb")
+    got = parts(run_check(MID, notebook=nb, course=course))
+    assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
+    assert "quantize_torch returned a float, not a model" in got["torch_quant"].message
+    assert "quantized from the float model you were given" in got["tflite_quant"].message
+    assert "save qmodel itself" in got["torch_file"].message
+    assert "holds no weights" in got["tflite_file"].message and "from_keras_model" in got["tflite_file"].message
+    assert "quantize_torch returned a float" in got["quant_agree"].message
+
+
+def test_alternative_correct_answers_pass(course, tmp_path):
+    nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
+    result = run_check(MID, notebook=nb, course=course)
+    assert result.passed, {p.id: p.message for p in result.parts}
+    details = {p.id: p for p in result.parts}
+    assert "state_dict" in details["torch_file"].message  # reloaded the state_dict, not an archive

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,9 +180,19 @@ def watch(exercise, notebook, device, framework) -> None:
         click.echo(result.summary())
 
     click.echo(f"Watching {_rel(path, course)} (Ctrl-C stops)")
-    once()
+    # The watcher runs from before the first check, in a thread: a save made while a check runs is queued, not
+    # missed (watching only between checks would lose it).
+    saves: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [saves.put(change) for change in watch_files(path)], daemon=True).start()
     try:
-        for _ in watch_files(path):
+        once()
+        while True:
+            try:
+                saves.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while not saves.empty():  # several saves in a row: one check
+                saves.get_nowait()
             click.echo("\nSaved: checking again")
             once()
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT, notebook_with
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]  # one JupyterLab per run
+pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -14,7 +14,7 @@ import pytest
 from classroom import (ASSIGNMENT, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
                        submit_red_team, with_solution)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]  # one worker builds the class once
+pytestmark = pytest.mark.slow
 SHORT_LIMITS = """
 startup_timeout_s = 25
 call_timeout_s = 20

@@ -24,10 +24,8 @@ from autograder._compare import Mismatch, compare, leaves, tensor
 
 # The course's public eager baseline for the timed part: the same chain the notebook shows, run eagerly in the clean
 # reference worker.
-BASELINE = '''
-import torch
-
-def baseline_chain(x):
+# The eager chain, one copy: the BASELINE's and the grader's helper's (the notebook's could be edited).
+_CHAIN_BODY = '''
     for _ in range(5):
         x = x * 0.8 + 0.3
         x = torch.clamp(x, -2.0, 2.0)
@@ -35,12 +33,19 @@ def baseline_chain(x):
         x = torch.relu(x) + 0.1
         x = torch.square(x)
     return x
+'''
+
+BASELINE = '''
+import torch
+
+def baseline_chain(x):
+CHAIN_BODY
 
 
 def baseline_chain_sum(x):
     """What is timed: the chain, summed (so the timed request returns one number, not 1024 to encode)."""
     return baseline_chain(x).sum()
-'''
+'''.replace("CHAIN_BODY\n", _CHAIN_BODY[1:])
 
 HELPERS = [
     '''
@@ -235,13 +240,7 @@ def _clash_prepare_compile():
 
 def _clash_chain(x):
     """The grader's own copy of the notebook's chain (the notebook's copy could be edited)."""
-    for _ in range(5):
-        x = x * 0.8 + 0.3
-        x = torch.clamp(x, -2.0, 2.0)
-        x = torch.abs(x) * 0.9 - 0.5
-        x = torch.relu(x) + 0.1
-        x = torch.square(x)
-    return x
+CHAIN_BODY
 
 
 def _clash_fast_chain(x):
@@ -252,7 +251,7 @@ def _clash_fast_chain(x):
 
 def _clash_fast_chain_sum(x):
     return _clash_fast_chain(x).sum()
-''',
+'''.replace("CHAIN_BODY\n", _CHAIN_BODY[1:]),
     '''
 def _clash_keras_mixed(W1, b1, W2, b2, x, y, lr):
     """The student's keras_mixed_step with the grader's model factory; reports the layers' compute dtypes and the

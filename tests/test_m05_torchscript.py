@@ -166,3 +166,41 @@ def test_alternative_correct_answers_pass(course, tmp_path):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
     result = run_check(MID, notebook=nb, course=course)
     assert result.passed, {p.id: p.message for p in result.parts}
+
+
+# Patching the loaders in the notebook: the student's own process then "loads" anything. The grader loads the
+# files' bytes in a fresh worker that never runs the student's code, so junk stays junk.
+PATCHED_LOADERS = {
+    "save_torchscript": '''
+def save_torchscript(model, path):
+    with open(path, "wb") as f:
+        f.write(b"not an archive")
+    torch.jit.load = lambda *args, **kwargs: model
+''',
+    "save_savedmodel": '''
+def save_savedmodel(state, path):
+    import os
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+        f.write(b"not a SavedModel")
+    v = {k: tf.constant(a.T if a.ndim == 2 else a) for k, a in state.items()}
+
+    def serve(x):
+        h = tf.tanh(x @ v["hidden.weight"] + v["hidden.bias"])
+        return h @ v["up.weight"] + v["up.bias"] if float(tf.reduce_sum(x)) > 0 else h @ v["down.weight"] + v["down.bias"]
+
+    class Loaded:
+        signatures = {"serving_default": serve}
+
+    tf.saved_model.load = lambda *args, **kwargs: Loaded()
+''',
+}
+
+
+def test_patching_the_loaders_in_the_notebook_gains_nothing(course, tmp_path):
+    nb = notebook_with(SOLUTION, PATCHED_LOADERS, tmp_path / "patched.ipynb")
+    got = parts(run_check(MID, notebook=nb, course=course))
+    for pid in ("torchscript_file", "savedmodel", "exports_agree"):
+        assert not got[pid].passed and "in a fresh process" in got[pid].message, (pid, got[pid].message)
+    assert "torch.jit.load cannot read your file" in got["torchscript_file"].message
+    assert "tf.saved_model.load cannot read your SavedModel" in got["savedmodel"].message

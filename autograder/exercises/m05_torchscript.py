@@ -7,9 +7,12 @@ writes the same model as a TensorFlow SavedModel with an input signature.
 Weights are drawn here, in the parent, on every run and sent to the grader's own copy of the model (HELPERS),
 so ground truth is a float64 NumPy forward pass computed here. The counterexample is judged in the clean
 reference worker, which traces the model itself. Exported files are written by the student's function into
-the worker's scratch folder and reloaded by the grader's helper with torch.jit.load / tf.saved_model.load.
+the worker's scratch folder; their bytes come back here and are loaded (torch.jit.load, tf.saved_model.load) and
+run in a fresh confined worker that never runs the student's code.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -40,6 +43,7 @@ class _ClashGatedNet(nn.Module):
 TORCH_HELPERS = '''
 import linecache as _clash_linecache
 import os as _clash_os
+import numpy as _clash_np
 import warnings as _clash_warnings
 import torch
 from torch import nn
@@ -113,9 +117,8 @@ def _clash_trace_vs_eager(*args):
 
 
 def _clash_save_torchscript(*weights):
-    """The student's save_torchscript writes a file; the grader loads it back with torch.jit.load."""
-    global _clash_loaded_ts
-    _clash_loaded_ts = None
+    """The student's save_torchscript writes a file; it is read back here only for a clear message, and its
+    bytes go to a fresh worker, which loads and runs it."""
     _clash_state["saves"] += 1
     path = f"m05_gated_{_clash_state['saves']}.pt"
     with _clash_warnings.catch_warnings():
@@ -126,29 +129,27 @@ def _clash_save_torchscript(*weights):
     if not _clash_os.path.isfile(path):
         return f"nofile {path}"
     try:
-        _clash_loaded_ts = torch.jit.load(path)
+        torch.jit.load(path)
     except Exception as e:
         return f"noload {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-    return "ok"
-
-
-def _clash_run_torchscript(x):
-    with torch.no_grad():
-        return _clash_loaded_ts(x)
+    with open(path, "rb") as f:
+        return _clash_np.frombuffer(f.read(), dtype=_clash_np.uint8).copy()
 '''.replace("KEYS_LIST", repr(KEYS))
 TORCH_HELPERS = f"_CLASH_MODEL_SRC = {_TORCH_MODEL!r}\n" + TORCH_HELPERS
 
 TF_HELPERS = '''
+import io as _clash_io
 import os as _clash_tf_os
+import tarfile as _clash_tarfile
+import numpy as _clash_np
 import tensorflow as tf
 _CLASH_TF_KEYS = KEYS_LIST
 _clash_tf_state = {"saves": 0}
 
 
 def _clash_save_savedmodel(*weights):
-    """The student's save_savedmodel writes a SavedModel; the grader reloads it with tf.saved_model.load."""
-    global _clash_loaded_sm
-    _clash_loaded_sm = None
+    """The student's save_savedmodel writes a SavedModel; it is read back here only for a clear message, and the
+    folder goes, as a tar archive's bytes, to a fresh worker, which loads and runs it."""
     _clash_tf_state["saves"] += 1
     path = f"m05_savedmodel_{_clash_tf_state['saves']}"
     state = {k: w.numpy().copy() for k, w in zip(_CLASH_TF_KEYS, weights)}
@@ -166,17 +167,53 @@ def _clash_save_savedmodel(*weights):
         loaded = tf.saved_model.load(path)
     except Exception as e:
         return f"noload {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    if "serving_default" not in loaded.signatures and not callable(loaded):
+        return "nocall"
+    buffer = _clash_io.BytesIO()
+    with _clash_tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(path, arcname="savedmodel")
+    return _clash_np.frombuffer(buffer.getvalue(), dtype=_clash_np.uint8).copy()
+'''.replace("KEYS_LIST", repr(KEYS))
+
+HELPERS = [TORCH_HELPERS, TF_HELPERS]
+
+# A fresh worker's only cells: load the bytes of the student's files and run them. It never runs the student's
+# code, so a notebook that patches torch.jit.load or tf.saved_model.load cannot pass off something else.
+TORCH_LOADER = '''
+import torch
+
+def _clash_load_torchscript(data):
+    global _clash_ts
+    with open("m05_from_student.pt", "wb") as f:
+        f.write(bytes(data.astype("uint8").tobytes()))
+    _clash_ts = torch.jit.load("m05_from_student.pt", map_location="cpu")
+    return "ok"
+
+def _clash_run_torchscript(x):
+    with torch.no_grad():  # the archive holds CPU weights; the answer goes back to the input's device
+        return _clash_ts(x.cpu()).to(x.device)
+'''
+
+TF_LOADER = '''
+import io
+import tarfile
+import tensorflow as tf
+
+def _clash_load_savedmodel(data):
+    global _clash_sm
+    with tarfile.open(fileobj=io.BytesIO(bytes(data.astype("uint8").tobytes()))) as tar:
+        tar.extractall("m05_from_student", filter="data")
+    loaded = tf.saved_model.load("m05_from_student/savedmodel")
     if "serving_default" in loaded.signatures:
-        _clash_loaded_sm = ("signature", loaded, loaded.signatures["serving_default"])
+        _clash_sm = (loaded, loaded.signatures["serving_default"])
     elif callable(loaded):
-        _clash_loaded_sm = ("call", loaded, loaded)
+        _clash_sm = (loaded, loaded)
     else:
         return "nocall"
-    return "ok " + _clash_loaded_sm[0]
-
+    return "ok"
 
 def _clash_run_savedmodel(x):
-    kind, _, fn = _clash_loaded_sm
+    _, fn = _clash_sm
     try:
         out = fn(x)
     except (ValueError, TypeError) as e:
@@ -186,9 +223,9 @@ def _clash_run_savedmodel(x):
             return f"outputs {sorted(out)}"
         out = next(iter(out.values()))
     return out
-'''.replace("KEYS_LIST", repr(KEYS))
-
-HELPERS = [TORCH_HELPERS, TF_HELPERS]
+'''
+LOADERS = {"torch": {"label": "course m05 torch loader", "source": TORCH_LOADER},
+           "tensorflow": {"label": "course m05 tf loader", "source": TF_LOADER}}
 BASELINE = ""  # no timed part: nothing for the reference worker to time
 
 
@@ -235,13 +272,13 @@ def _student_status(ctx, output: dict, fn: str) -> str:
     return status
 
 
-def _failures_by_branch(ctx, runner: str, weights, signs, what: str) -> tuple[list[str], dict[str, str]]:
-    """Run the grader's `runner` on one batch per sign and compare with float64 NumPy: the branches taken, and the
-    last mismatch message of each branch that failed."""
+def _failures_by_branch(ctx, run, weights, signs, what: str) -> tuple[list[str], dict[str, str]]:
+    """Run `run(x)` (a described output) on one batch per sign and compare with float64 NumPy: the branches
+    taken, and the last mismatch message of each branch that failed."""
     seen, bad = [], {}
     for sign in signs:
         x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
-        got = ctx.call(runner, [x], "torch")
+        got = run(x)
         seen.append(_branch(x))
         try:
             ctx.same(got, ctx.truth(_truth(weights, x)), "torch", ["output"], f"{what} on a batch with {_branch(x)}",
@@ -251,12 +288,24 @@ def _failures_by_branch(ctx, runner: str, weights, signs, what: str) -> tuple[li
     return seen, {b: bad[b] for b in dict.fromkeys(seen) if b in bad}  # in the order the branches came
 
 
+@contextmanager
+def _loader(ctx, framework: str):
+    """A fresh confined worker with the grader's loader for one framework; it starts (imports its framework)
+    while the student's worker saves."""
+    worker = ctx.fresh_worker([LOADERS[framework]], [framework])
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
 # -- the parts -------------------------------------------------------------------------------------------
 def scripted(ctx):
     weights = _weights(ctx.rng)
     status = _student_status(ctx, ctx.call("_clash_script", weights, "torch"), "script_model")
     ctx.details["module_type"] = status.removeprefix("ok ")
-    seen, bad = _failures_by_branch(ctx, "_clash_run_scripted", weights, (1, -1, 1, -1), "script_model(model)")
+    seen, bad = _failures_by_branch(ctx, lambda x: ctx.call("_clash_run_scripted", [x], "torch"), weights,
+                                    (1, -1, 1, -1), "script_model(model)")
     if len(bad) == 1:
         (branch, _), = bad.items()
         good = next(b for b in seen if b != branch)
@@ -302,45 +351,68 @@ def counterexample(ctx):
             f"{min(ctx.details['eager_vs_traced']):.2f}), judged in the grader's own process")
 
 
-def _save_torchscript_checked(ctx, weights) -> None:
-    status = _student_status(ctx, ctx.call("_clash_save_torchscript", weights, "torch"), "save_torchscript")
-    if status.startswith("nofile"):
-        ctx.fail(f"save_torchscript(model, path) wrote nothing at {status.split()[1]}: save the file at the path "
-                 f"you are given")
-    if status.startswith("noload"):
-        why = status.split(": ", 1)[1].split(". ")[0][:120]
-        ctx.fail(f"torch.jit.load cannot read what save_torchscript wrote ({why}): it is not a "
-                 f"TorchScript archive. torch.save pickles the Python object, which needs its class to load; save a "
-                 f"scripted module with torch.jit.save(scripted, path) or scripted.save(path)")
+def _save_torchscript_checked(ctx, weights, worker) -> None:
+    """The student's archive, saved in their worker, loaded in the grader's fresh `worker`."""
+    output = ctx.call("_clash_save_torchscript", weights, "torch")
+    if output.get("type") == "str":
+        status = _student_status(ctx, output, "save_torchscript")
+        if status.startswith("nofile"):
+            ctx.fail(f"save_torchscript(model, path) wrote nothing at {status.split()[1]}: save the file at the path "
+                     f"you are given")
+        if status.startswith("noload"):
+            why = status.split(": ", 1)[1].split(". ")[0][:120]
+            ctx.fail(f"torch.jit.load cannot read what save_torchscript wrote ({why}): it is not a "
+                     f"TorchScript archive. torch.save pickles the Python object, which needs its class to load; "
+                     f"save a scripted module with torch.jit.save(scripted, path) or scripted.save(path)")
+        ctx.fail(f"save_torchscript: {status}")
+    ctx.fresh_call(worker, "_clash_load_torchscript", [output["array"].astype(np.uint8)], "numpy",
+                   "torch.jit.load cannot read your file in a fresh process")
+
+
+def _run_torchscript(ctx, worker, x) -> dict:
+    return ctx.fresh_call(worker, "_clash_run_torchscript", [x], "torch", "the reloaded module raised")
 
 
 def torchscript_file(ctx):
     weights = _weights(ctx.rng)
-    _save_torchscript_checked(ctx, weights)
-    _, bad = _failures_by_branch(ctx, "_clash_run_torchscript", weights, (1, -1, -1, 1), "the reloaded module")
+    with _loader(ctx, "torch") as worker:
+        _save_torchscript_checked(ctx, weights, worker)
+        _, bad = _failures_by_branch(ctx, lambda x: _run_torchscript(ctx, worker, x), weights, (1, -1, -1, 1),
+                                     "the reloaded module")
     if len(bad) == 1:
         (branch, _), = bad.items()
         ctx.fail(f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so "
                  f"the branch was frozen into the file")
     if bad:
         ctx.fail(f"{next(iter(bad.values()))}. Did you save the model you were given (its weights), not another one?")
-    return "torch.jit.load reads the file back, and it matches eager on 4 batches, both branches taken"
+    return "torch.jit.load reads the file back in a fresh process, and it matches eager on 4 batches, both branches taken"
 
 
-def _save_savedmodel_checked(ctx, weights) -> None:
-    status = _student_status(ctx, ctx.call("_clash_save_savedmodel", weights, "tensorflow"), "save_savedmodel")
-    if status.startswith("nofile"):
-        ctx.fail(f"save_savedmodel(state, path) left no SavedModel at {status.split()[1]} (no saved_model.pb): call "
-                 f"tf.saved_model.save(obj, path) with the path you are given")
-    if status.startswith("noload"):
-        ctx.fail(f"tf.saved_model.load cannot read what save_savedmodel wrote ({status.split(': ', 1)[1]})")
-    if status == "nocall":
-        ctx.fail("the reloaded SavedModel has no serving_default signature and cannot be called: save a tf.Module "
-                 "whose __call__ is a tf.function with an input_signature, or pass signatures=")
+def _save_savedmodel_checked(ctx, weights, worker) -> None:
+    """The student's SavedModel, saved in their worker, loaded in the grader's fresh `worker`."""
+    output = ctx.call("_clash_save_savedmodel", weights, "tensorflow")
+    if output.get("type") == "str":
+        status = _student_status(ctx, output, "save_savedmodel")
+        if status.startswith("nofile"):
+            ctx.fail(f"save_savedmodel(state, path) left no SavedModel at {status.split()[1]} (no saved_model.pb): "
+                     f"call tf.saved_model.save(obj, path) with the path you are given")
+        if status.startswith("noload"):
+            ctx.fail(f"tf.saved_model.load cannot read what save_savedmodel wrote ({status.split(': ', 1)[1]})")
+        if status == "nocall":
+            ctx.fail(NO_CALL)
+        ctx.fail(f"save_savedmodel: {status}")
+    loaded = ctx.fresh_call(worker, "_clash_load_savedmodel", [output["array"].astype(np.uint8)], "numpy",
+                            "tf.saved_model.load cannot read your SavedModel in a fresh process")
+    if ctx.text(loaded, "the loader's answer") == "nocall":
+        ctx.fail(NO_CALL)
 
 
-def _run_savedmodel(ctx, x: np.ndarray) -> dict:
-    got = ctx.call("_clash_run_savedmodel", [x], "tensorflow")
+NO_CALL = ("the reloaded SavedModel has no serving_default signature and cannot be called: save a tf.Module whose "
+           "__call__ is a tf.function with an input_signature, or pass signatures=")
+
+
+def _run_savedmodel(ctx, worker, x: np.ndarray) -> dict:
+    got = ctx.fresh_call(worker, "_clash_run_savedmodel", [x], "tensorflow", "the reloaded SavedModel raised")
     if got.get("type") == "str":
         text = got["value"]
         if text.startswith("nomatch"):
@@ -354,26 +426,35 @@ def _run_savedmodel(ctx, x: np.ndarray) -> dict:
 
 def savedmodel(ctx):
     weights = _weights(ctx.rng)
-    _save_savedmodel_checked(ctx, weights)
-    for n, sign in ((int(ctx.rng.integers(2, 6)), 1), (1, -1), (int(ctx.rng.integers(6, 12)), -1), (1, 1)):
-        x = _batch(ctx.rng, n, sign)
-        got = _run_savedmodel(ctx, x)
-        ctx.same(got, ctx.truth(_truth(weights, x)), "tensorflow", ["output"],
-                 f"the reloaded SavedModel on {n} row(s) with {_branch(x)}", want_framework="any")
-    return "tf.saved_model.load reads it back, and it matches eager on 4 batches of 3 sizes, both branches taken"
+    with _loader(ctx, "tensorflow") as worker:
+        _save_savedmodel_checked(ctx, weights, worker)
+        for n, sign in ((int(ctx.rng.integers(2, 6)), 1), (1, -1), (int(ctx.rng.integers(6, 12)), -1), (1, 1)):
+            x = _batch(ctx.rng, n, sign)
+            got = _run_savedmodel(ctx, worker, x)
+            ctx.same(got, ctx.truth(_truth(weights, x)), "tensorflow", ["output"],
+                     f"the reloaded SavedModel on {n} row(s) with {_branch(x)}", want_framework="any")
+    return ("tf.saved_model.load reads it back in a fresh process, and it matches eager on 4 batches of 3 sizes, "
+            "both branches taken")
 
 
 def exports_agree(ctx):
     weights = _weights(ctx.rng)
-    _save_torchscript_checked(ctx, weights)
-    _save_savedmodel_checked(ctx, weights)
+    with _loader(ctx, "torch") as torch_worker, _loader(ctx, "tensorflow") as tf_worker:
+        _save_torchscript_checked(ctx, weights, torch_worker)
+        _save_savedmodel_checked(ctx, weights, tf_worker)
+        _agree_on_batches(ctx, weights, lambda x: _run_torchscript(ctx, torch_worker, x),
+                          lambda x: _run_savedmodel(ctx, tf_worker, x))
+    return "the TorchScript file and the SavedModel agree on 4 batches, one row, a large batch and x.sum() == 0 included"
+
+
+def _agree_on_batches(ctx, weights, run_torch, run_tf) -> None:
     batches = [_batch(ctx.rng, 1, 1), _batch(ctx.rng, 1, -1), _zero_sum_batch(ctx.rng, int(ctx.rng.integers(2, 6))),
                _batch(ctx.rng, int(ctx.rng.integers(20, 40)), int(ctx.rng.choice([-1, 1])))]
     for x in batches:
         zero = x.sum() == 0
         what = f"{len(x)} row(s) with {'x.sum() == 0' if zero else _branch(x)}"
-        mine_torch = ctx.call("_clash_run_torchscript", [x], "torch")
-        mine_tf = _run_savedmodel(ctx, x)
+        mine_torch = run_torch(x)
+        mine_tf = run_tf(x)
         truth = ctx.truth(_truth(weights, x))
         try:
             ctx.same(mine_torch, mine_tf, "torch", ["output"], f"TorchScript vs SavedModel on {what}",
@@ -391,7 +472,6 @@ def exports_agree(ctx):
                         "comparison in both frameworks.") if zero else ""
             ctx.fail(f"{m}; {blame}.{boundary}")
         ctx.same(mine_tf, truth, "tensorflow", ["output"], f"the SavedModel on {what}", want_framework="any")
-    return "the TorchScript file and the SavedModel agree on 4 batches, one row, a large batch and x.sum() == 0 included"
 
 
 PARTS = {f.__name__: f for f in (scripted, counterexample, torchscript_file, savedmodel, exports_agree)}

@@ -17,29 +17,15 @@ from contextlib import contextmanager
 import numpy as np
 
 from autograder._compare import Mismatch
+from autograder.exercises._gated import D_IN, KEYS, MODEL_HELPER, NET_SOURCE
+from autograder.exercises._gated import signed as _signed
+from autograder.exercises._gated import truth as _truth
+from autograder.exercises._gated import weights as _weights
+from autograder.exercises._gated import zero_sum as _zero_sum_batch
 
-D_IN, D_HIDDEN, D_OUT = 4, 8, 3
-KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
-SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
-
-# The grader's copy of the notebook's GatedNet. It is compiled under its own file name and registered with
+# The grader's copy of the notebook's GatedNet is compiled under its own file name and registered with
 # linecache so that torch.jit.script can read its source (every HELPERS string shares one label), in a module
 # of its own so that pickle can find the class.
-_TORCH_MODEL = '''
-class _ClashGatedNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(4, 8)
-        self.up = nn.Linear(8, 3)
-        self.down = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = torch.tanh(self.hidden(x))
-        if x.sum() > 0:
-            return self.up(h)
-        return self.down(h)
-'''
-
 TORCH_HELPERS = '''
 import linecache as _clash_linecache
 import os as _clash_os
@@ -59,15 +45,7 @@ _clash_model_module.__dict__.update(torch=torch, nn=nn)
 exec(compile(_CLASH_MODEL_SRC, _CLASH_MODEL_FILE, "exec"), _clash_model_module.__dict__)
 _clash_sys.modules["clash_m05_model"] = _clash_model_module
 _ClashGatedNet = _clash_model_module._ClashGatedNet
-_CLASH_KEYS = KEYS_LIST
 _clash_state = {"saves": 0}
-
-
-def _clash_model(*weights):
-    model = _ClashGatedNet()
-    with torch.no_grad():
-        model.load_state_dict({k: w.detach().clone().float().cpu() for k, w in zip(_CLASH_KEYS, weights)})
-    return model.eval()
 
 
 def _clash_guard(fn, *args):
@@ -134,8 +112,8 @@ def _clash_save_torchscript(*weights):
         return f"noload {path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
     with open(path, "rb") as f:
         return _clash_np.frombuffer(f.read(), dtype=_clash_np.uint8).copy()
-'''.replace("KEYS_LIST", repr(KEYS))
-TORCH_HELPERS = f"_CLASH_MODEL_SRC = {_TORCH_MODEL!r}\n" + TORCH_HELPERS
+''' + MODEL_HELPER
+TORCH_HELPERS = f"_CLASH_MODEL_SRC = {NET_SOURCE!r}\n" + TORCH_HELPERS
 
 TF_HELPERS = '''
 import io as _clash_io
@@ -230,32 +208,6 @@ BASELINE = ""  # no timed part: nothing for the reference worker to time
 
 
 # -- ground truth, here in the parent ------------------------------------------------------------------
-def _weights(rng: np.random.Generator) -> list[np.ndarray]:
-    return [rng.normal(scale=0.7, size=s).astype(np.float32) for s in SHAPES]
-
-
-def _truth(weights, x) -> np.ndarray:
-    w1, b1, w2, b2, w3, b3 = (w.astype(np.float64) for w in weights)
-    x = np.asarray(x, dtype=np.float64)
-    h = np.tanh(x @ w1.T + b1)
-    # The branch is decided on the float32 input, as the model does (x.sum() > 0).
-    return h @ w2.T + b2 if np.asarray(x, np.float32).sum(dtype=np.float64) > 0 else h @ w3.T + b3
-
-
-def _batch(rng: np.random.Generator, n: int, sign: int) -> np.ndarray:
-    """n rows whose total has the given sign, with a margin no rounding can cross."""
-    x = rng.normal(size=(n, D_IN))
-    x = x - x.mean() + sign * rng.uniform(0.3, 1.0)
-    return x.astype(np.float32)
-
-
-def _zero_sum_batch(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Small integers whose total is exactly 0 in any summation order: the boundary of `x.sum() > 0`."""
-    x = rng.integers(-3, 4, size=(n, D_IN)).astype(np.float32)
-    x[-1, -1] -= x.sum()
-    return x
-
-
 def _branch(x: np.ndarray) -> str:
     return "x.sum() > 0" if x.sum(dtype=np.float64) > 0 else "x.sum() <= 0"
 
@@ -277,7 +229,7 @@ def _failures_by_branch(ctx, run, weights, signs, what: str) -> tuple[list[str],
     taken, and the last mismatch message of each branch that failed."""
     seen, bad = [], {}
     for sign in signs:
-        x = _batch(ctx.rng, int(ctx.rng.integers(1, 9)), sign)
+        x = _signed(ctx.rng, (int(ctx.rng.integers(1, 9)), D_IN), sign)
         got = run(x)
         seen.append(_branch(x))
         try:
@@ -323,7 +275,7 @@ def counterexample(ctx):
     signs = [1, -1, int(ctx.rng.choice([-1, 1]))]
     for sign in signs:
         weights = _weights(ctx.rng)
-        example = _batch(ctx.rng, int(ctx.rng.integers(2, 5)), sign)
+        example = _signed(ctx.rng, (int(ctx.rng.integers(2, 5)), D_IN), sign)
         out = ctx.call("counterexample", [example], "torch")
         if out.get("type") != "torch.Tensor":
             ctx.fail(f"counterexample(example) returned {out.get('type')}, expected a torch.Tensor "
@@ -429,7 +381,7 @@ def savedmodel(ctx):
     with _loader(ctx, "tensorflow") as worker:
         _save_savedmodel_checked(ctx, weights, worker)
         for n, sign in ((int(ctx.rng.integers(2, 6)), 1), (1, -1), (int(ctx.rng.integers(6, 12)), -1), (1, 1)):
-            x = _batch(ctx.rng, n, sign)
+            x = _signed(ctx.rng, (n, D_IN), sign)
             got = _run_savedmodel(ctx, worker, x)
             ctx.same(got, ctx.truth(_truth(weights, x)), "tensorflow", ["output"],
                      f"the reloaded SavedModel on {n} row(s) with {_branch(x)}", want_framework="any")
@@ -448,8 +400,9 @@ def exports_agree(ctx):
 
 
 def _agree_on_batches(ctx, weights, run_torch, run_tf) -> None:
-    batches = [_batch(ctx.rng, 1, 1), _batch(ctx.rng, 1, -1), _zero_sum_batch(ctx.rng, int(ctx.rng.integers(2, 6))),
-               _batch(ctx.rng, int(ctx.rng.integers(20, 40)), int(ctx.rng.choice([-1, 1])))]
+    batches = [_signed(ctx.rng, (1, D_IN), 1), _signed(ctx.rng, (1, D_IN), -1),
+               _zero_sum_batch(ctx.rng, int(ctx.rng.integers(2, 6))),
+               _signed(ctx.rng, (int(ctx.rng.integers(20, 40)), D_IN), int(ctx.rng.choice([-1, 1])))]
     for x in batches:
         zero = x.sum() == 0
         what = f"{len(x)} row(s) with {'x.sum() == 0' if zero else _branch(x)}"

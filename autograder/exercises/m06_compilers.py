@@ -24,11 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from autograder._compare import Mismatch
+from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE
+from autograder.exercises._gated import signed as _signed
+from autograder.exercises._gated import truth as _gate_truth
+from autograder.exercises._gated import weights as _weights
+from autograder.exercises._gated import zero_sum as _zero_sum
 
-D_IN, D_HIDDEN, D_OUT = 4, 8, 3
 STREAM_D, STREAM_K = 8, 4
 MAX_COMPILES = 2
-SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
 
 TORCH_HELPERS = '''
 import os as _clash_os
@@ -37,22 +40,6 @@ import torch
 from torch import nn
 
 
-class _ClashGate(nn.Module):
-    """The grader's copy of the notebook's Gate."""
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(4, 8)
-        self.up = nn.Linear(8, 3)
-        self.down = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = torch.tanh(self.hidden(x))
-        if x.sum() > 0:
-            return self.up(h)
-        return self.down(h)
-
-
-_CLASH_KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
 _clash_state = {"saves": 0}
 
 
@@ -113,13 +100,6 @@ def _clash_stream_report():
     return c["compiles"], c["runs"], c["calls"]
 
 
-def _clash_model(*weights):
-    model = _ClashGate()
-    with torch.no_grad():
-        model.load_state_dict({k: w.detach().clone().float().cpu() for k, w in zip(_CLASH_KEYS, weights)})
-    return model.eval()
-
-
 def _clash_export(*args):
     """The student's export_gate writes a file; the grader reads it back here (for a clear message) and returns
     its bytes, for a fresh worker to load and judge."""
@@ -144,7 +124,7 @@ def _clash_export(*args):
 def _clash_run_export(x):
     with torch.no_grad():  # the program holds CPU weights; its answer goes back to the device the input came on
         return _clash_loaded_ep(x.cpu()).to(x.device)
-'''
+''' + NET_SOURCE + MODEL_HELPER
 
 TF_HELPERS = '''
 import tensorflow as tf
@@ -195,33 +175,9 @@ def _tangled_truth(x: np.ndarray) -> np.ndarray:
     return y * norm if y.sum() > 0 else np.tanh(y) - norm
 
 
-def _signed(rng: np.random.Generator, shape, sign: int) -> np.ndarray:
-    """A float32 array whose sum has the given sign, with a margin no rounding can cross."""
-    x = rng.normal(size=shape)
-    x = x - x.mean() + sign * rng.uniform(0.3, 1.0)
-    return x.astype(np.float32)
-
-
 def _branch(x: np.ndarray) -> str:
     s = x.sum(dtype=np.float64)
     return "x.sum() == 0" if s == 0 else ("x.sum() > 0" if s > 0 else "x.sum() < 0")
-
-
-def _weights(rng: np.random.Generator) -> list[np.ndarray]:
-    return [rng.normal(scale=0.7, size=s).astype(np.float32) for s in SHAPES]
-
-
-def _gate_truth(weights, x) -> np.ndarray:
-    w1, b1, w2, b2, w3, b3 = (w.astype(np.float64) for w in weights)
-    h = np.tanh(x.astype(np.float64) @ w1.T + b1)
-    return h @ w2.T + b2 if x.sum(dtype=np.float64) > 0 else h @ w3.T + b3
-
-
-def _zero_sum(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Small integers whose total is exactly 0 in any summation order: the boundary of `x.sum() > 0`."""
-    x = rng.integers(-3, 4, size=(n, D_IN)).astype(np.float32)
-    x[-1, -1] -= x.sum()
-    return x
 
 
 def _norm_gelu_truth(x, gamma, beta) -> np.ndarray:

@@ -398,15 +398,21 @@ def torch_quant(ctx):
     return f"{float_size / size:.2f}x smaller ({size:,} vs {float_size:,} bytes); {verdict} (on the CPU)"
 
 
-def tflite_quant(ctx):
+def _tflite_judged(ctx, fn: str, helper: str, how: int, what: str) -> tuple[int, str]:
+    """A fresh float model fitted here, the student's `fn` converts it, the grader's interpreter runs the
+    flatbuffer on fresh digits: its size (gated) and the accuracy verdict."""
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    blob = _tflite_blob(ctx, "to_tflite", "_clash_to_tflite", weights, rep)
-    logits = _run_tflite(ctx, blob, x, "to_tflite", 0)
+    blob = _tflite_blob(ctx, fn, helper, weights, rep)
+    logits = _run_tflite(ctx, blob, x, fn, how)
     size = int(np.asarray(blob["array"]).size)
-    _tflite_size_gate(ctx, size, "to_tflite")
-    verdict = _accuracy_verdict(ctx, logits, weights, x, y, "to_tflite's flatbuffer")
+    _tflite_size_gate(ctx, size, fn)
+    return size, _accuracy_verdict(ctx, logits, weights, x, y, what)
+
+
+def tflite_quant(ctx):
+    size, verdict = _tflite_judged(ctx, "to_tflite", "_clash_to_tflite", 0, "to_tflite's flatbuffer")
     return (f"{FLOAT_TFLITE_WEIGHT_BYTES / size:.2f}x smaller than the float32 weights ({size:,} bytes); {verdict}, "
             f"run in the grader's own interpreter")
 
@@ -453,14 +459,7 @@ def torch_file(ctx):
 
 
 def tflite_file(ctx):
-    weights = _fit(ctx.rng)
-    rep, _ = _data(ctx.rng, N_REP)
-    x, y = _data(ctx.rng, N_TEST)
-    blob = _tflite_blob(ctx, "export_tflite", "_clash_export_tflite", weights, rep)
-    logits = _run_tflite(ctx, blob, x, "export_tflite", 1)
-    size = int(np.asarray(blob["array"]).size)
-    _tflite_size_gate(ctx, size, "export_tflite")
-    verdict = _accuracy_verdict(ctx, logits, weights, x, y, "the reloaded .tflite file")
+    size, verdict = _tflite_judged(ctx, "export_tflite", "_clash_export_tflite", 1, "the reloaded .tflite file")
     return f"tf.lite.Interpreter(model_path=...) in the grader's process runs the file ({size:,} bytes): {verdict}"
 
 

@@ -1,0 +1,63 @@
+"""The gated net that modules 05 (TorchScript) and 06 (torch.export) both grade: `if x.sum() > 0` picks `up`
+or `down` after a tanh layer. One copy of its source for the grader's workers, and its ground truth here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+D_IN, D_HIDDEN, D_OUT = 4, 8, 3
+KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
+SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
+
+# The grader's copy of the notebooks' net, run in the workers (torch and nn imported there).
+NET_SOURCE = '''
+class _ClashGatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.up = nn.Linear(8, 3)
+        self.down = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.hidden(x))
+        if x.sum() > 0:
+            return self.up(h)
+        return self.down(h)
+'''
+
+# A fresh net holding the weights the parent drew (after NET_SOURCE has defined _ClashGatedNet).
+MODEL_HELPER = f'''
+_CLASH_KEYS = {KEYS!r}
+
+
+def _clash_model(*weights):
+    model = _ClashGatedNet()
+    with torch.no_grad():
+        model.load_state_dict({{k: w.detach().clone().float().cpu() for k, w in zip(_CLASH_KEYS, weights)}})
+    return model.eval()
+'''
+
+
+def weights(rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.normal(scale=0.7, size=s).astype(np.float32) for s in SHAPES]
+
+
+def truth(weights, x) -> np.ndarray:
+    """The forward pass in float64; the branch is decided on the float32 input, as the model does."""
+    w1, b1, w2, b2, w3, b3 = (w.astype(np.float64) for w in weights)
+    h = np.tanh(np.asarray(x, np.float64) @ w1.T + b1)
+    return h @ w2.T + b2 if np.asarray(x, np.float32).sum(dtype=np.float64) > 0 else h @ w3.T + b3
+
+
+def signed(rng: np.random.Generator, shape, sign: int) -> np.ndarray:
+    """A float32 array whose sum has the given sign, with a margin no rounding can cross."""
+    x = rng.normal(size=shape)
+    x = x - x.mean() + sign * rng.uniform(0.3, 1.0)
+    return x.astype(np.float32)
+
+
+def zero_sum(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Small integers whose total is exactly 0 in any summation order: the boundary of `x.sum() > 0`."""
+    x = rng.integers(-3, 4, size=(n, D_IN)).astype(np.float32)
+    x[-1, -1] -= x.sum()
+    return x

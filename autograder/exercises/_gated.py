@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from autograder._compare import Mismatch
+
 D_IN, D_HIDDEN, D_OUT = 4, 8, 3
 KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
 SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
@@ -61,3 +63,33 @@ def zero_sum(rng: np.random.Generator, n: int) -> np.ndarray:
     x = rng.integers(-3, 4, size=(n, D_IN)).astype(np.float32)
     x[-1, -1] -= x.sum()
     return x
+
+
+def branch(x: np.ndarray) -> str:
+    s = x.sum(dtype=np.float64)
+    return "x.sum() == 0" if s == 0 else ("x.sum() > 0" if s > 0 else "x.sum() < 0")
+
+
+def judge_agreement(ctx, weights, x: np.ndarray, mine_torch: dict, mine_tf: dict, names: tuple[str, str],
+                    boundary: str) -> None:
+    """The two frameworks' gated nets on one batch must agree with each other and with float64 NumPy. When
+    they disagree, say which is wrong; at x.sum() == 0 exactly, add `boundary` (the strict comparison)."""
+    torch_name, tf_name = names
+    what = f"{len(x)} row(s) with {branch(x)}"
+    want = ctx.truth(truth(weights, x))
+    try:
+        ctx.same(mine_torch, mine_tf, "torch", ["output"], f"{torch_name} vs {tf_name} on {what}",
+                 want_framework="tensorflow")
+    except Mismatch as m:
+        wrong = []
+        for name, out, fw in ((torch_name, mine_torch, "torch"), (tf_name, mine_tf, "tensorflow")):
+            try:
+                ctx.same(out, want, fw, ["output"], name, want_framework="any")
+            except Mismatch:
+                wrong.append(name)
+        blame = f"{' and '.join(wrong)} differ{'s' if len(wrong) == 1 else ''} from float64 NumPy" if wrong \
+            else "both are within tolerance of float64 NumPy, but not of each other"
+        at_zero = (f" At x.sum() == 0 exactly, the net takes `down` (x.sum() > 0 is False): {boundary}."
+                   if branch(x) == "x.sum() == 0" else "")
+        ctx.fail(f"{m}; {blame}.{at_zero}")
+    ctx.same(mine_tf, want, "tensorflow", ["output"], f"{tf_name} on {what}", want_framework="any")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from autograder._compare import Mismatch
-from autograder.exercises._gated import D_IN, KEYS, MODEL_HELPER, NET_SOURCE
+from autograder.exercises._gated import D_IN, KEYS, MODEL_HELPER, NET_SOURCE, judge_agreement
 from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import truth as _truth
 from autograder.exercises._gated import weights as _weights
@@ -404,27 +404,7 @@ def _agree_on_batches(ctx, weights, run_torch, run_tf) -> None:
                _zero_sum_batch(ctx.rng, int(ctx.rng.integers(2, 6))),
                _signed(ctx.rng, (int(ctx.rng.integers(20, 40)), D_IN), int(ctx.rng.choice([-1, 1])))]
     for x in batches:
-        zero = x.sum() == 0
-        what = f"{len(x)} row(s) with {'x.sum() == 0' if zero else _branch(x)}"
-        mine_torch = run_torch(x)
-        mine_tf = run_tf(x)
-        truth = ctx.truth(_truth(weights, x))
-        try:
-            ctx.same(mine_torch, mine_tf, "torch", ["output"], f"TorchScript vs SavedModel on {what}",
-                     want_framework="tensorflow")
-        except Mismatch as m:
-            wrong = []
-            for name, out, fw in (("the TorchScript file", mine_torch, "torch"), ("the SavedModel", mine_tf, "tensorflow")):
-                try:
-                    ctx.same(out, truth, fw, ["output"], name, want_framework="any")
-                except Mismatch:
-                    wrong.append(name)
-            blame = f"{' and '.join(wrong)} differ{'s' if len(wrong) == 1 else ''} from float64 NumPy" if wrong \
-                else "both are within tolerance of float64 NumPy, but not of each other"
-            boundary = (" At x.sum() == 0 exactly, GatedNet takes `down` (x.sum() > 0 is False): use the same strict "
-                        "comparison in both frameworks.") if zero else ""
-            ctx.fail(f"{m}; {blame}.{boundary}")
-        ctx.same(mine_tf, truth, "tensorflow", ["output"], f"the SavedModel on {what}", want_framework="any")
-
+        judge_agreement(ctx, weights, x, run_torch(x), run_tf(x), ("the TorchScript file", "the SavedModel"),
+                        "use the same strict comparison in both frameworks")
 
 PARTS = {f.__name__: f for f in (scripted, counterexample, torchscript_file, savedmodel, exports_agree)}

@@ -24,8 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from autograder._compare import Mismatch
-from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE
+from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE, judge_agreement
 from autograder.exercises._gated import signed as _signed
+from autograder.exercises._gated import branch as _branch
 from autograder.exercises._gated import truth as _gate_truth
 from autograder.exercises._gated import weights as _weights
 from autograder.exercises._gated import zero_sum as _zero_sum
@@ -173,11 +174,6 @@ def _tangled_truth(x: np.ndarray) -> np.ndarray:
     y = x / np.abs(x).max()
     norm = np.linalg.norm(y)
     return y * norm if y.sum() > 0 else np.tanh(y) - norm
-
-
-def _branch(x: np.ndarray) -> str:
-    s = x.sum(dtype=np.float64)
-    return "x.sum() == 0" if s == 0 else ("x.sum() > 0" if s > 0 else "x.sum() < 0")
 
 
 def _norm_gelu_truth(x, gamma, beta) -> np.ndarray:
@@ -386,26 +382,9 @@ def cond_agree(ctx):
     batches = [_zero_sum(ctx.rng, 3), _signed(ctx.rng, (3, D_IN), 1), _signed(ctx.rng, (3, D_IN), -1),
                _zero_sum(ctx.rng, 3)]
     for x in batches:
-        what = f"{len(x)} row(s) with {_branch(x)}"
-        mine_torch = ctx.call("_clash_run_export", [x], "torch")
-        mine_tf = ctx.call("tf_gate", [x, *weights], "tensorflow")
-        truth = ctx.truth(_gate_truth(weights, x))
-        try:
-            ctx.same(mine_torch, mine_tf, "torch", ["output"], f"torch.cond (your exported program) vs tf_gate on "
-                     f"{what}", want_framework="tensorflow")
-        except Mismatch as m:
-            wrong = []
-            for name, out, fw in (("the exported program", mine_torch, "torch"), ("tf_gate", mine_tf, "tensorflow")):
-                try:
-                    ctx.same(out, truth, fw, ["output"], name, want_framework="any")
-                except Mismatch:
-                    wrong.append(name)
-            blame = f"{' and '.join(wrong)} differ{'s' if len(wrong) == 1 else ''} from float64 NumPy" if wrong \
-                else "both are within tolerance of float64 NumPy, but not of each other"
-            boundary = (" At x.sum() == 0 exactly, Gate takes `down` (x.sum() > 0 is False): use the same strict "
-                        "comparison in tf.cond.") if _branch(x) == "x.sum() == 0" else ""
-            ctx.fail(f"{m}; {blame}.{boundary}")
-        ctx.same(mine_tf, truth, "tensorflow", ["output"], f"tf_gate on {what}", want_framework="any")
+        judge_agreement(ctx, weights, x, ctx.call("_clash_run_export", [x], "torch"),
+                        ctx.call("tf_gate", [x, *weights], "tensorflow"), ("the exported program", "tf_gate"),
+                        "use the same strict comparison in tf.cond")
     return "torch.cond and tf.cond agree on 4 batches, both branches and x.sum() == 0 included"
 
 

@@ -303,21 +303,27 @@ def counterexample(ctx):
             f"{min(ctx.details['eager_vs_traced']):.2f}), judged in the grader's own process")
 
 
+def _saved_bytes(ctx, helper: str, fn: str, framework: str, weights, advice: dict) -> np.ndarray:
+    """The student's `fn` saves through the grader's `helper`, which reads the file back (for a clear message)
+    and returns its bytes. A status it reports instead fails with the line `advice` gives for its first word."""
+    output = ctx.call(helper, weights, framework)
+    if output.get("type") == "str":
+        status = _student_status(ctx, output, fn)
+        word = status.split(" ", 1)[0]
+        ctx.fail(advice[word](status) if word in advice else f"{fn}: {status}")
+    return output["array"].astype(np.uint8)
+
+
 def _save_torchscript_checked(ctx, weights, worker) -> None:
     """The student's archive, saved in their worker, loaded in the grader's fresh `worker`."""
-    output = ctx.call("_clash_save_torchscript", weights, "torch")
-    if output.get("type") == "str":
-        status = _student_status(ctx, output, "save_torchscript")
-        if status.startswith("nofile"):
-            ctx.fail(f"save_torchscript(model, path) wrote nothing at {status.split()[1]}: save the file at the path "
-                     f"you are given")
-        if status.startswith("noload"):
-            why = status.split(": ", 1)[1].split(". ")[0][:120]
-            ctx.fail(f"torch.jit.load cannot read what save_torchscript wrote ({why}): it is not a "
-                     f"TorchScript archive. torch.save pickles the Python object, which needs its class to load; "
-                     f"save a scripted module with torch.jit.save(scripted, path) or scripted.save(path)")
-        ctx.fail(f"save_torchscript: {status}")
-    ctx.fresh_call(worker, "_clash_load_torchscript", [output["array"].astype(np.uint8)], "numpy",
+    data = _saved_bytes(ctx, "_clash_save_torchscript", "save_torchscript", "torch", weights, {
+        "nofile": lambda status: f"save_torchscript(model, path) wrote nothing at {status.split()[1]}: save the file "
+                                 f"at the path you are given",
+        "noload": lambda status: f"torch.jit.load cannot read what save_torchscript wrote "
+                                 f"({status.split(': ', 1)[1].split('. ')[0][:120]}): it is not a TorchScript "
+                                 f"archive. torch.save pickles the Python object, which needs its class to load; save "
+                                 f"a scripted module with torch.jit.save(scripted, path) or scripted.save(path)"})
+    ctx.fresh_call(worker, "_clash_load_torchscript", [data], "numpy",
                    "torch.jit.load cannot read your file in a fresh process")
 
 
@@ -342,18 +348,13 @@ def torchscript_file(ctx):
 
 def _save_savedmodel_checked(ctx, weights, worker) -> None:
     """The student's SavedModel, saved in their worker, loaded in the grader's fresh `worker`."""
-    output = ctx.call("_clash_save_savedmodel", weights, "tensorflow")
-    if output.get("type") == "str":
-        status = _student_status(ctx, output, "save_savedmodel")
-        if status.startswith("nofile"):
-            ctx.fail(f"save_savedmodel(state, path) left no SavedModel at {status.split()[1]} (no saved_model.pb): "
-                     f"call tf.saved_model.save(obj, path) with the path you are given")
-        if status.startswith("noload"):
-            ctx.fail(f"tf.saved_model.load cannot read what save_savedmodel wrote ({status.split(': ', 1)[1]})")
-        if status == "nocall":
-            ctx.fail(NO_CALL)
-        ctx.fail(f"save_savedmodel: {status}")
-    loaded = ctx.fresh_call(worker, "_clash_load_savedmodel", [output["array"].astype(np.uint8)], "numpy",
+    data = _saved_bytes(ctx, "_clash_save_savedmodel", "save_savedmodel", "tensorflow", weights, {
+        "nofile": lambda status: f"save_savedmodel(state, path) left no SavedModel at {status.split()[1]} (no "
+                                 f"saved_model.pb): call tf.saved_model.save(obj, path) with the path you are given",
+        "noload": lambda status: f"tf.saved_model.load cannot read what save_savedmodel wrote "
+                                 f"({status.split(': ', 1)[1]})",
+        "nocall": lambda status: NO_CALL})
+    loaded = ctx.fresh_call(worker, "_clash_load_savedmodel", [data], "numpy",
                             "tf.saved_model.load cannot read your SavedModel in a fresh process")
     if ctx.text(loaded, "the loader's answer") == "nocall":
         ctx.fail(NO_CALL)

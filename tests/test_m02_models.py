@@ -159,15 +159,15 @@ def keras_train_step(model, x, y, lr):
 }
 
 
-def _messages(course, tmp_path, replacements, name):
+def _messages(course, zygote, tmp_path, replacements, name):
     module = course.module("02_models")
     nb = notebook_with(module.solution, replacements, tmp_path / f"{name}.ipynb")
-    result = run_check("02_models", notebook=nb, course=course)
+    result = run_check("02_models", notebook=nb, course=course, zygote=zygote)
     return result, {p.id: p.message for p in result.parts}
 
 
-def test_numbers_copied_across_untranslated_and_layout_slips_fail_with_the_mistake_named(course, tmp_path):
-    result, msg = _messages(course, tmp_path, WRONG_A, "wrong_a")
+def test_numbers_copied_across_untranslated_and_layout_slips_fail_with_the_mistake_named(course, tmp_path, zygote):
+    result, msg = _messages(course, zygote, tmp_path, WRONG_A, "wrong_a")
     assert result.score == 0, result.summary()
     assert "weight of 0.99 on the new batch, expected 0.01" in msg["torch_bn"], msg["torch_bn"]
     assert "torch momentum m is Keras momentum 1 - m" in msg["torch_bn"]
@@ -180,8 +180,9 @@ def test_numbers_copied_across_untranslated_and_layout_slips_fail_with_the_mista
     assert "flatten order" in msg["keras_to_torch"] and "(C, H, W)" in msg["keras_to_torch"], msg["keras_to_torch"]
 
 
-def test_defaults_missing_statistics_untransposed_dense_and_probabilities_fail_with_the_mistake_named(course, tmp_path):
-    result, msg = _messages(course, tmp_path, WRONG_B, "wrong_b")
+def test_defaults_missing_statistics_untransposed_dense_and_probabilities_fail_with_the_mistake_named(course, tmp_path,
+                                                                                                     zygote):
+    result, msg = _messages(course, zygote, tmp_path, WRONG_B, "wrong_b")
     assert result.score == 0, result.summary()
     assert "weight of 0.1 on the new batch, expected 0.01" in msg["torch_bn"], msg["torch_bn"]
     assert "[logits]" in msg["keras_twin"] and "epsilon" in msg["keras_twin"] and "1e-5" in msg["keras_twin"]
@@ -192,6 +193,6 @@ def test_defaults_missing_statistics_untransposed_dense_and_probabilities_fail_w
     assert "[loss]" in msg["train_step"] and "from_logits=True" in msg["train_step"], msg["train_step"]
 
 
-def test_correct_alternative_answers_pass(course, tmp_path):
-    result, msg = _messages(course, tmp_path, ALTERNATIVES, "alternatives")
+def test_correct_alternative_answers_pass(course, tmp_path, zygote):
+    result, msg = _messages(course, zygote, tmp_path, ALTERNATIVES, "alternatives")
     assert result.passed, result.summary()

@@ -133,9 +133,9 @@ def tf_first_nan_op(model_fn, x):
 }
 
 
-def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
-    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    got = _messages(run_check("03_debugging", notebook=nb, course=course, zygote=zygote))
     assert all(status == "failed" for status, _ in got.values()), got
     assert "nan_to_num" in got["torch_fix"][1] and "max" in got["torch_fix"][1]
     assert "below 1e-6" in got["tf_fix"][1] and "tf.where" in got["tf_fix"][1]
@@ -145,9 +145,9 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     assert "torch_first_nan_op returned" in got["nan_agree"][1] or "tf_first_nan_op returned" in got["nan_agree"][1]
 
 
-def test_more_wrong_answers(course, tmp_path):
+def test_more_wrong_answers(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG_2, tmp_path / "wrong2.ipynb")
-    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    got = _messages(run_check("03_debugging", notebook=nb, course=course, zygote=zygote))
     assert "integer division" in got["torch_fix"][1]
     assert "not a tf.function" in got["tf_fix"][1] and "keep @tf.function" in got["tf_fix"][1]
     assert "never shows the value of shifted" in got["pdb_shifted"][1]
@@ -156,9 +156,9 @@ def test_more_wrong_answers(course, tmp_path):
     assert all(got[p][0] == "failed" for p in ("torch_fix", "tf_fix", "pdb_shifted", "torch_nan", "nan_agree"))
 
 
-def test_correct_alternatives_pass(course, tmp_path):
+def test_correct_alternatives_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
-    got = _messages(run_check("03_debugging", notebook=nb, course=course))
+    got = _messages(run_check("03_debugging", notebook=nb, course=course, zygote=zygote))
     assert all(status == "passed" for status, _ in got.values()), got
 
 

@@ -90,9 +90,10 @@ def make_torch_train_step(w, b, lr):
 }
 
 
-def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path, zygote):
     module = course.module(M)
-    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course)
+    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course,
+                       zygote=zygote)
     msg = {p.id: p.message for p in result.parts}
     status = {p.id: p.status for p in result.parts}
     assert status["tf_step"] == "failed" and "the step traced 5 more times for 5 new batch sizes" in msg["tf_step"]
@@ -103,7 +104,8 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     assert status["torch_step"] == "failed" and "differ beyond" in msg["torch_step"]
     assert status["cross_step"] == "failed" and "the PyTorch step vs the TensorFlow step" in msg["cross_step"]
 
-    result = run_check(M, notebook=notebook_with(module.solution, WRONG_2, tmp_path / "wrong2.ipynb"), course=course)
+    result = run_check(M, notebook=notebook_with(module.solution, WRONG_2, tmp_path / "wrong2.ipynb"), course=course,
+                       zygote=zygote)
     msg = {p.id: p.message for p in result.parts}
     assert "ValueError" in msg["tf_step"] and "singleton tf.Variables created on the first call" in msg["tf_step"]
     assert msg["tf_step"].startswith("the step from make_tf_train_step raised ValueError: tf.function only")
@@ -159,8 +161,8 @@ def make_torch_train_step(w, b, lr):
 }
 
 
-def test_correct_alternative_answers_pass(course, tmp_path):
+def test_correct_alternative_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(course.module(M).solution, ALTERNATIVES, tmp_path / "alt.ipynb")
-    result = run_check(M, notebook=nb, course=course)
+    result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, result.summary()
     assert "at most 1 trace(s) after the first call" in result.parts[0].message  # reduce_retracing generalises once

@@ -129,9 +129,9 @@ def parts(result):
     return {p.id: p for p in result.parts}
 
 
-def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
+def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
     assert "traced, not scripted: the branch was frozen" in got["scripted"].message
     assert "takes the same branch as example" in got["counterexample"].message
@@ -141,9 +141,9 @@ def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
     assert "not a TorchScript archive" in got["exports_agree"].message
 
 
-def test_more_wrong_answers(course, tmp_path):
+def test_more_wrong_answers(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG_2, tmp_path / "wrong2.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     assert "eager nn.Module, not a TorchScript module" in got["scripted"].message
     assert "takes the same branch as example" in got["counterexample"].message
     assert got["torchscript_file"].passed, got["torchscript_file"].message
@@ -155,16 +155,16 @@ def test_more_wrong_answers(course, tmp_path):
     assert "same strict comparison" in part.message
 
 
-def test_an_export_with_the_wrong_weights_fails(course, tmp_path):
+def test_an_export_with_the_wrong_weights_fails(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG_WEIGHTS, tmp_path / "weights.ipynb")
-    part = run_check(f"{MID}.torchscript_file", notebook=nb, course=course, framework="torch").parts[0]
+    part = run_check(f"{MID}.torchscript_file", notebook=nb, course=course, zygote=zygote, framework="torch").parts[0]
     assert not part.passed
     assert "Did you save the model you were given" in part.message
 
 
-def test_alternative_correct_answers_pass(course, tmp_path):
+def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
-    result = run_check(MID, notebook=nb, course=course)
+    result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}
 
 
@@ -197,9 +197,9 @@ def save_savedmodel(state, path):
 }
 
 
-def test_patching_the_loaders_in_the_notebook_gains_nothing(course, tmp_path):
+def test_patching_the_loaders_in_the_notebook_gains_nothing(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, PATCHED_LOADERS, tmp_path / "patched.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     for pid in ("torchscript_file", "savedmodel", "exports_agree"):
         assert not got[pid].passed and "in a fresh process" in got[pid].message, (pid, got[pid].message)
     assert "torch.jit.load cannot read your file" in got["torchscript_file"].message

@@ -144,9 +144,9 @@ def parts(result):
     return {p.id: p for p in result.parts}
 
 
-def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
+def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
     m = got["no_breaks"].message
     assert "1 graph break(s)" in m and "item()" in m and "keep it a tensor" in m, m
@@ -160,9 +160,9 @@ def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
     assert "x.sum() == 0" in m and "tf_gate differs from float64 NumPy" in m and "same strict comparison" in m, m
 
 
-def test_more_wrong_answers_torch_side(course, tmp_path):
+def test_more_wrong_answers_torch_side(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG_TORCH, tmp_path / "wrong_torch.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course, framework="torch"))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote, framework="torch"))
     m = got["no_breaks"].message
     assert not got["no_breaks"].passed and "fullgraph=True) raises" in m and "print" in m, m
     m = got["few_recompiles"].message
@@ -171,7 +171,7 @@ def test_more_wrong_answers_torch_side(course, tmp_path):
     assert not got["export_cond"].passed and "cannot keep a Python `if`" in m and "torch.cond" in m, m
 
 
-def test_alternative_correct_answers_pass(course, tmp_path):
+def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
-    result = run_check(MID, notebook=nb, course=course)
+    result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}

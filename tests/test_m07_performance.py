@@ -77,9 +77,10 @@ def time_call(fn, args, warmup, repeats):
 '''
 
 
-def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path, zygote):
     module = course.module(M)
-    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course)
+    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course,
+                       zygote=zygote)
     msg = {p.id: p.message for p in result.parts}
     assert all(p.status == "failed" for p in result.parts), result.summary()
     assert "that is the MEAN of the timed calls" in msg["timer"] and "Report the median" in msg["timer"], msg["timer"]
@@ -92,7 +93,7 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     assert result.score == 0
 
     nb = notebook_with(module.solution, {"time_call": NO_WARMUP}, tmp_path / "cold.ipynb")
-    result = run_check(f"{M}.timer", notebook=nb, framework="torch", course=course)
+    result = run_check(f"{M}.timer", notebook=nb, framework="torch", course=course, zygote=zygote)
     message = result.parts[0].message
     assert result.parts[0].status == "failed"
     assert "what the first calls cost" in message and "warm-up cost" in message, message
@@ -161,7 +162,7 @@ def make_fast(fn):
 }
 
 
-def test_correct_alternative_answers_pass(course, tmp_path):
+def test_correct_alternative_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(course.module(M).solution, ALTERNATIVES, tmp_path / "alt.ipynb")
-    result = run_check(M, notebook=nb, course=course)
+    result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, result.summary()

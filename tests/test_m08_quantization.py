@@ -132,9 +132,9 @@ def parts(result):
     return {p.id: p for p in result.parts}
 
 
-def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
+def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
     assert "nothing was quantized" in got["torch_quant"].message and "nn.Conv2d" in got["torch_quant"].message
     assert "tf.lite.Optimize.DEFAULT" in got["tflite_quant"].message
@@ -144,9 +144,9 @@ def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path):
     assert "quant_agree compares two QUANTIZED models" in got["quant_agree"].message
 
 
-def test_more_wrong_answers(course, tmp_path):
+def test_more_wrong_answers(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG_2, tmp_path / "wrong2.ipynb")
-    got = parts(run_check(MID, notebook=nb, course=course))
+    got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
     assert all(not p.passed for p in got.values()), {k: p.message for k, p in got.items()}
     assert "quantize_torch returned a float, not a model" in got["torch_quant"].message
     assert "quantized from the float model you were given" in got["tflite_quant"].message
@@ -155,9 +155,9 @@ def test_more_wrong_answers(course, tmp_path):
     assert "quantize_torch returned a float" in got["quant_agree"].message
 
 
-def test_alternative_correct_answers_pass(course, tmp_path):
+def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
-    result = run_check(MID, notebook=nb, course=course)
+    result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}
     details = {p.id: p for p in result.parts}
     assert "state_dict" in details["torch_file"].message  # reloaded the state_dict, not an archive

@@ -69,9 +69,10 @@ def benchmark_step(modes, batch_size=100, steps=20, warmup=3):
 }
 
 
-def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
+def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path, zygote):
     module = course.module(M)
-    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course)
+    result = run_check(M, notebook=notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb"), course=course,
+                       zygote=zygote)
     msg = {p.id: p.message for p in result.parts}
     status = {p.id: p.status for p in result.parts}
     assert status["equivalence"] == "failed"
@@ -83,7 +84,7 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     assert "the grader's clock says" in msg["benchmark"] and "include the first calls" in msg["benchmark"]
     assert "warmup` untimed steps" in msg["benchmark"]
 
-    result = run_check(f"{M}.benchmark_scales", course=course,
+    result = run_check(f"{M}.benchmark_scales", course=course, zygote=zygote,
                        notebook=notebook_with(module.solution, HARD_CODED, tmp_path / "hard.ipynb"))
     (part,) = result.parts
     assert part.status == "failed", part.message
@@ -191,8 +192,8 @@ def benchmark_step(modes, batch_size=100, steps=20, warmup=3):
 }
 
 
-def test_other_correct_answers_pass(course, tmp_path):
+def test_other_correct_answers_pass(course, tmp_path, zygote):
     module = course.module(M)
     nb = notebook_with(module.solution, ALTERNATIVES, tmp_path / "alternatives.ipynb")
-    result = run_check(M, notebook=nb, course=course)
+    result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, [(p.id, p.message) for p in result.parts if not p.passed]

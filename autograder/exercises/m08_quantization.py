@@ -8,8 +8,10 @@ Ground truth comes from here and from the clean reference worker, never from wha
 - The float weights are fitted here, in the parent, on every run (random ReLU features + a ridge-regression
   read-out: one linear solve, ~96 % test accuracy, no framework needed), so both frameworks get the SAME float
   model. Test images are drawn with a fresh seed each run; accuracy is computed here from returned logits.
-- A TFLite flatbuffer is data: the student's function returns its bytes (as a uint8 array), and the reference
-  worker runs it in its own tf.lite.Interpreter, builtin ops only, after checking its op list.
+- A TFLite flatbuffer is data: the student's function returns its bytes (as a uint8 array), and a fresh confined
+  worker that runs only the grader's code parses it in its own tf.lite.Interpreter, builtin ops only, checks its
+  op list and runs it. Never the reference worker, which is unconfined and can read the solutions: a crafted
+  flatbuffer is untrusted input to the interpreter's parser.
 - A PyTorch file is data too: a fresh confined worker that runs only the grader's code reloads it (torch.jit.load,
   or torch.load(weights_only=True) of a state_dict into the grader's own quantized skeleton) and compares it with
   its own quantize_dynamic.
@@ -39,6 +41,8 @@ On CUDA: dynamically quantized Linear layers run on CPU only (fbgemm/qnnpack ker
 inputs to the CPU and the torch parts judge CPU execution on any machine; the TFLite interpreter is CPU-only too.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -210,7 +214,7 @@ def _clash_export_tflite(w1, b1, w2, b2, rep):
 
 
 def _clash_run_tflite(blob, x, from_file):
-    """Reference worker: run a flatbuffer in the TFLite interpreter (builtin ops only, no delegates) on x."""
+    """A fresh worker: run a flatbuffer in the TFLite interpreter (builtin ops only, no delegates) on x."""
     data = blob.numpy().tobytes()
     x = x.numpy()
     kwargs = {"experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
@@ -358,8 +362,20 @@ def _tflite_blob(ctx, fn: str, helper: str, weights, rep) -> dict:
     return out
 
 
-def _run_tflite(ctx, blob: dict, x: np.ndarray, fn: str, from_file: int) -> np.ndarray:
-    out = ctx.call_reference("_clash_run_tflite", [np.asarray(blob["array"], np.uint8), x, from_file], "tensorflow")
+@contextmanager
+def _tflite_runner(ctx):
+    """A fresh confined worker with the grader's TFLite helpers; it starts (imports TensorFlow) while the
+    student's worker converts."""
+    worker = ctx.fresh_worker([{"label": "course m08 tflite runner", "source": TF_HELPERS}], ["tensorflow"])
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+def _run_tflite(ctx, worker, blob: dict, x: np.ndarray, fn: str, from_file: int) -> np.ndarray:
+    out = ctx.fresh_call(worker, "_clash_run_tflite", [np.asarray(blob["array"], np.uint8), x, from_file],
+                         "tensorflow", f"the grader's TFLite interpreter failed on the flatbuffer from {fn}")
     if out.get("type") == "str":
         kind, _, rest = out["value"].partition(" ")
         if kind == "invalid":
@@ -404,8 +420,9 @@ def _tflite_judged(ctx, fn: str, helper: str, how: int, what: str) -> tuple[int,
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    blob = _tflite_blob(ctx, fn, helper, weights, rep)
-    logits = _run_tflite(ctx, blob, x, fn, how)
+    with _tflite_runner(ctx) as worker:
+        blob = _tflite_blob(ctx, fn, helper, weights, rep)
+        logits = _run_tflite(ctx, worker, blob, x, fn, how)
     size = int(np.asarray(blob["array"]).size)
     _tflite_size_gate(ctx, size, fn)
     return size, _accuracy_verdict(ctx, logits, weights, x, y, what)
@@ -414,7 +431,7 @@ def _tflite_judged(ctx, fn: str, helper: str, how: int, what: str) -> tuple[int,
 def tflite_quant(ctx):
     size, verdict = _tflite_judged(ctx, "to_tflite", "_clash_to_tflite", 0, "to_tflite's flatbuffer")
     return (f"{FLOAT_TFLITE_WEIGHT_BYTES / size:.2f}x smaller than the float32 weights ({size:,} bytes); {verdict}, "
-            f"run in the grader's own interpreter")
+            f"run by the grader's interpreter in a fresh process")
 
 
 def torch_file(ctx):
@@ -460,19 +477,20 @@ def torch_file(ctx):
 
 def tflite_file(ctx):
     size, verdict = _tflite_judged(ctx, "export_tflite", "_clash_export_tflite", 1, "the reloaded .tflite file")
-    return f"tf.lite.Interpreter(model_path=...) in the grader's process runs the file ({size:,} bytes): {verdict}"
+    return f"tf.lite.Interpreter(model_path=...) in a fresh grader process runs the file ({size:,} bytes): {verdict}"
 
 
 def quant_agree(ctx):
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    torch_logits, size, float_size = _torch_quantized(ctx, weights, x)
-    _torch_size_gate(ctx, size, float_size, "quant_agree compares two QUANTIZED models, and ")
-    blob = _tflite_blob(ctx, "to_tflite", "_clash_to_tflite", weights, rep)
-    _tflite_size_gate(ctx, int(np.asarray(blob["array"]).size), "to_tflite",
-                      "quant_agree compares two QUANTIZED models, and ")
-    tflite_logits = _run_tflite(ctx, blob, x, "to_tflite", 0)
+    with _tflite_runner(ctx) as worker:
+        torch_logits, size, float_size = _torch_quantized(ctx, weights, x)
+        _torch_size_gate(ctx, size, float_size, "quant_agree compares two QUANTIZED models, and ")
+        blob = _tflite_blob(ctx, "to_tflite", "_clash_to_tflite", weights, rep)
+        _tflite_size_gate(ctx, int(np.asarray(blob["array"]).size), "to_tflite",
+                          "quant_agree compares two QUANTIZED models, and ")
+        tflite_logits = _run_tflite(ctx, worker, blob, x, "to_tflite", 0)
     agree = float((torch_logits.argmax(1) == tflite_logits.argmax(1)).mean())
     diff = np.abs(torch_logits - tflite_logits)
     mean, p99 = float(diff.mean()), float(np.quantile(diff, 0.99))

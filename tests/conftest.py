@@ -37,6 +37,11 @@ def course():
     return load_course(ROOT)
 
 
+def parts(result) -> dict:
+    """A check result's parts by id."""
+    return {p.id: p for p in result.parts}
+
+
 def notebook_with(source_nb: Path, replacements: dict[str, str], dest: Path) -> Path:
     """Copy a notebook, replacing the source of the cells whose nbgrader grade_id is a key."""
     nb = json.loads(Path(source_nb).read_text())

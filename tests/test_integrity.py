@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autograder import run_check
-from conftest import ROOT, notebook_with
+from conftest import ROOT, notebook_with, parts
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path):
     module = course.module("01_tensors")
     nb = notebook_with(module.solution, WRONG, tmp_path / "wrong.ipynb")
     result = run_check("01_tensors", notebook=nb, course=course)
-    by_id = {p.id: p for p in result.parts}
+    by_id = parts(result)
     assert not result.passed
     assert by_id["torch_grad"].status == "failed"
     assert "torch_loss_and_grad [loss]" in by_id["torch_grad"].message and "max abs err" in by_id["torch_grad"].message

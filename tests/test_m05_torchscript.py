@@ -2,7 +2,7 @@
 import pytest
 
 from autograder import run_check
-from conftest import ROOT, notebook_with
+from conftest import ROOT, notebook_with, parts
 
 pytestmark = pytest.mark.slow
 
@@ -123,10 +123,6 @@ def save_savedmodel(state, path):
     tf.saved_model.save(m, path, signatures={"serving_default": serve})
 ''',
 }
-
-
-def parts(result):
-    return {p.id: p for p in result.parts}
 
 
 def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):

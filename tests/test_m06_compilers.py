@@ -2,7 +2,7 @@
 import pytest
 
 from autograder import run_check
-from conftest import ROOT, notebook_with
+from conftest import ROOT, notebook_with, parts
 
 pytestmark = pytest.mark.slow
 
@@ -138,10 +138,6 @@ def tf_gate(x, w1, b1, w2, b2, w3, b3):
     return h @ tf.transpose(w3) + b3
 ''',
 }
-
-
-def parts(result):
-    return {p.id: p for p in result.parts}
 
 
 def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):

@@ -2,7 +2,7 @@
 import pytest
 
 from autograder import run_check
-from conftest import ROOT, notebook_with
+from conftest import ROOT, notebook_with, parts
 
 pytestmark = pytest.mark.slow
 
@@ -128,10 +128,6 @@ def export_tflite(keras_model, representative_x, path):
 }
 
 
-def parts(result):
-    return {p.id: p for p in result.parts}
-
-
 def test_wrong_answers_fail_with_a_message_that_teaches(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
     got = parts(run_check(MID, notebook=nb, course=course, zygote=zygote))
@@ -159,5 +155,4 @@ def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
     result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}
-    details = {p.id: p for p in result.parts}
-    assert "state_dict" in details["torch_file"].message  # reloaded the state_dict, not an archive
+    assert "state_dict" in parts(result)["torch_file"].message  # reloaded the state_dict, not an archive

@@ -70,6 +70,16 @@ def branch(x: np.ndarray) -> str:
     return "x.sum() == 0" if s == 0 else ("x.sum() > 0" if s > 0 else "x.sum() < 0")
 
 
+def fail_on_branches(ctx, bad: dict[str, str], frozen, wrong: str = "") -> None:
+    """`bad` holds the mismatch of each branch that failed, in the order the branches came. One branch wrong and
+    the other right means tracing or exporting froze the branch: fail with `frozen(branch)`. Both wrong: the first
+    mismatch, followed by `wrong`."""
+    if len(bad) == 1:
+        ctx.fail(frozen(next(iter(bad))))
+    if bad:
+        ctx.fail(f"{next(iter(bad.values()))}{wrong}")
+
+
 def judge_agreement(ctx, weights, x: np.ndarray, mine_torch: dict, mine_tf: dict, names: tuple[str, str],
                     boundary: str) -> None:
     """The two frameworks' gated nets on one batch must agree with each other and with float64 NumPy. When

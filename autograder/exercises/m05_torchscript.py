@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from autograder._compare import Mismatch
-from autograder.exercises._gated import D_IN, KEYS, MODEL_HELPER, NET_SOURCE, judge_agreement
+from autograder.exercises._gated import D_IN, KEYS, MODEL_HELPER, NET_SOURCE, fail_on_branches, judge_agreement
 from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import truth as _truth
 from autograder.exercises._gated import weights as _weights
@@ -258,14 +258,10 @@ def scripted(ctx):
     ctx.details["module_type"] = status.removeprefix("ok ")
     seen, bad = _failures_by_branch(ctx, lambda x: ctx.call("_clash_run_scripted", [x], "torch"), weights,
                                     (1, -1, 1, -1), "script_model(model)")
-    if len(bad) == 1:
-        (branch, _), = bad.items()
-        good = next(b for b in seen if b != branch)
-        ctx.fail(f"traced, not scripted: the branch was frozen. script_model's module matches eager when {good} but "
-                 f"not when {branch}; torch.jit.trace records only the branch its example took, torch.jit.script "
-                 f"compiles the `if` itself")
-    if bad:
-        ctx.fail(next(iter(bad.values())))
+    fail_on_branches(ctx, bad, lambda branch: (
+        f"traced, not scripted: the branch was frozen. script_model's module matches eager when "
+        f"{next(b for b in seen if b != branch)} but not when {branch}; torch.jit.trace records only the branch its "
+        f"example took, torch.jit.script compiles the `if` itself"))
     nodes = ctx.introspect("script_nodes", "_clash_scripted_module")
     ctx.details["graph_nodes"] = len(nodes)
     return f"a {ctx.details['module_type']} that matches eager on 4 batches, both branches taken"
@@ -337,12 +333,9 @@ def torchscript_file(ctx):
         _save_torchscript_checked(ctx, weights, worker)
         _, bad = _failures_by_branch(ctx, lambda x: _run_torchscript(ctx, worker, x), weights, (1, -1, -1, 1),
                                      "the reloaded module")
-    if len(bad) == 1:
-        (branch, _), = bad.items()
-        ctx.fail(f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so "
-                 f"the branch was frozen into the file")
-    if bad:
-        ctx.fail(f"{next(iter(bad.values()))}. Did you save the model you were given (its weights), not another one?")
+    fail_on_branches(ctx, bad, lambda branch: (
+        f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so the branch "
+        f"was frozen into the file"), ". Did you save the model you were given (its weights), not another one?")
     return "torch.jit.load reads the file back in a fresh process, and it matches eager on 4 batches, both branches taken"
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from autograder._compare import Mismatch
-from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE, judge_agreement
+from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE, fail_on_branches, judge_agreement
 from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import branch as _branch
 from autograder.exercises._gated import truth as _gate_truth
@@ -341,12 +341,10 @@ def export_cond(ctx):
                      want_framework="any")
         except Mismatch as m:
             bad.setdefault(_branch(x), str(m))
-    if len(bad) == 1:
-        (branch, _), = bad.items()
-        ctx.fail(f"the exported program is wrong when {branch} and right otherwise: one branch was frozen into the "
-                 f"graph. Write the branch as torch.cond(x.sum() > 0, up_fn, down_fn, (h,)) so both go into the file")
-    if bad:
-        ctx.fail(f"{next(iter(bad.values()))}. Did you export the model you were given (its weights)?")
+    fail_on_branches(ctx, bad, lambda branch: (
+        f"the exported program is wrong when {branch} and right otherwise: one branch was frozen into the graph. "
+        f"Write the branch as torch.cond(x.sum() > 0, up_fn, down_fn, (h,)) so both go into the file"),
+        ". Did you export the model you were given (its weights)?")
     return ("torch.export.load reads the file back in a fresh process, and it matches eager on 4 batches of 3 sizes "
             "(one row included), both branches taken")
 

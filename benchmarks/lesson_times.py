@@ -7,21 +7,21 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from autograder import load_course  # noqa: E402
+from headless import run_notebook  # noqa: E402  (the same headless runs as the lesson test)
 
 
 def main() -> None:
-    course = load_course(Path(__file__).resolve().parent.parent)
+    course = load_course(ROOT)
     total = 0.0
     for module in course.modules:
         for framework, path in module.lessons.items():
             nb = nbformat.read(path, as_version=4)
             t0 = time.perf_counter()
-            NotebookClient(nb, timeout=600, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            run_notebook(nb, path.parent)
             elapsed = time.perf_counter() - t0
             total += elapsed
             print(f"{path.name:40s} {elapsed:6.1f} s", flush=True)

@@ -4,9 +4,9 @@ import re
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from conftest import ROOT
+from headless import run_notebook
 
 
 def headings(path):
@@ -28,10 +28,7 @@ def test_twin_lessons_have_the_same_sections_in_the_same_order(module):
 
 
 def run(path):
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return nb
+    return run_notebook(nbformat.read(path, as_version=4), path.parent)
 
 
 def stderr_and_errors(nb):

@@ -4,15 +4,10 @@ import json
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from headless import run_notebook as execute
 
 pytestmark = pytest.mark.slow
-
-
-def execute(nb, path, allow_errors=False):
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
-                   resources={"metadata": {"path": str(path)}}).execute()
-    return nb
 
 
 def grade_cells(nb):

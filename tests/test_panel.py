@@ -11,11 +11,11 @@ import sys
 import nbformat
 import pytest
 from click.testing import CliRunner
-from nbclient import NotebookClient
 
 from autograder._panel import WIDGET_MIME, CheckPanel, CourseMap, bundle
 from autograder._result import CheckResult, PartResult
 from conftest import ROOT
+from headless import run_notebook as execute
 
 
 def modules():
@@ -123,12 +123,6 @@ def test_clash_lab_dry_run_prints_the_command_it_would_run(monkeypatch):
 
 
 # -- headless runs: nbclient, nbconvert, nbgrader ----------------------------------------------------------------
-def execute(nb, cwd, allow_errors=False):
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
-
-
 def stderr_outputs(nb):
     return [(i, o.get("text", "")[:300]) for i, c in enumerate(nb.cells, 1) for o in c.get("outputs", [])
             if o.get("name") == "stderr"]

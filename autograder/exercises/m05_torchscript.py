@@ -79,17 +79,21 @@ def _clash_script(*weights):
 
 
 def _clash_run_scripted(x):
+    """The scripted model on x's device (the worker's: CUDA where there is one; the model was built on the CPU)."""
+    scripted = _clash_scripted_module
+    if isinstance(scripted, nn.Module):
+        scripted = scripted.to(x.device)
     with torch.no_grad():
-        return _clash_scripted_module(x)
+        return scripted(x)
 
 
 def _clash_trace_vs_eager(*args):
     """The model traced on `example`, and the eager model, both run on `x` (judged in the reference worker)."""
     *weights, example, x = args
-    model = _clash_model(*weights)
+    model = _clash_model(*weights).to(x.device)
     with _clash_warnings.catch_warnings():
         _clash_warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example)
+        traced = torch.jit.trace(model, example.to(x.device))
     with torch.no_grad():
         return model(x), traced(x)
 

@@ -22,19 +22,24 @@ Tolerances, measured on 4 seeds (1000 fresh test images each) with the solution 
 - size: torch state_dict 79,069 -> 23,565 bytes (3.36x, set by the shapes, not the values) -> require >= 3x
   (quantizing only the first Linear gives ~2.6x and fails); TFLite dynamic range 24,824 bytes (3.10x of 76,840),
   full integer 28,496 bytes (2.70x: int32 biases, per-channel scales, QUANTIZE/DEQUANTIZE) -> require >= 2.5x.
-- accuracy: float 95.4-96.5 %; quantized within -0.8..+1.0 points (torch) and -0.5..0 (TFLite) of float ->
-  require >= float - 2 points; top-1 agreement with float 98.1-98.6 % (torch), 98.9-99.6 % (TFLite) -> >= 95 %,
-  which a quantized copy of some other well-trained model cannot reach (~90 %).
-- quant_agree: torch vs TFLite quantized logits: top-1 agreement 97.4-98.5 %; mean |diff| 0.085-0.116;
-  99th percentile 0.26-0.38; max 0.40-2.1 (full-integer clips the few activations outside the range its
+- accuracy: float 95.4-96.5 %. Accuracy lost to quantization, over 3000 seeds (torch) and 150 (TFLite, each kind):
+  torch mean 0.22 points, 99th percentile 1.2, worst 2.5 (a limit of 2 failed one CI run); TFLite
+  dynamic range worst 0.9, full integer 1.1 -> require >= float - 4 points.
+- a quantized copy of the model given, not of another: top-1 agreement with float cannot tell them apart (honest
+  torch copies down to 95.9 %, median 98.8 %, but a float model fitted on other digits agrees 91.1-95.9 %, 300 seeds), their logits
+  can: mean |logit - float logit| is at most 0.154 for torch (1000 seeds) and 0.079 for TFLite (150 seeds each
+  kind), at least 0.475 for another model -> require <= 0.30.
+- quant_agree: torch vs TFLite quantized logits over 150 seeds (both TFLite kinds alike): top-1 agreement 96.0 % at worst
+  (median 98.7 %, first percentile 97.2); mean |diff| up to 0.171; 99th percentile up to 0.606 (4 seeds had shown 0.26-0.38);
+  max 0.40-2.1 (full-integer clips the few activations outside the range its
   representative data calibrated). Justification: both round weights to int8 with a per-tensor (torch, step
   max|W|/127.5) or per-channel (TFLite, max|W_row|/127) step. The read-out layer's max|W2| is 4.6-5.1 (a ridge
   read-out has large weights), a step of ~0.036-0.040; uniform rounding (RMS step/sqrt(12)) over ~122-132 active
   hidden units (||h|| ~ 7-8) predicts an RMS logit error of step*||h||/sqrt(12) = 0.075-0.084 from weights alone,
-  measured 0.07-0.10 (mean |diff|) for torch vs float and 0.04-0.05 for TFLite vs float (per-channel steps are
+  measured 0.07-0.15 (mean |diff|) for torch vs float and 0.04-0.08 for TFLite vs float (per-channel steps are
   smaller). torch also rounds each batch's activations with one uint8 scale (reduce_range on x86), TFLite each row's;
   these roundings are independent, so the torch-TFLite difference is about the sum. Limits at ~2x the worst
-  measurement: agreement >= 95 %, mean |diff| <= 0.25, 99th percentile <= 0.75; the max is not judged.
+  measurement: mean |diff| <= 0.35, 99th percentile <= 1.2, top-1 agreement >= 93 %; the max is not judged.
   Two float models pass these trivially, so quant_agree first requires both models to be quantized (the size gates).
 
 On CUDA: dynamically quantized Linear layers run on CPU only (fbgemm/qnnpack kernels), so the grader's helpers move
@@ -51,8 +56,8 @@ from autograder.datasets import digits
 D_IN, HIDDEN, N_CLASSES = 64, 256, 10
 FLOAT_TFLITE_WEIGHT_BYTES = 4 * (D_IN * HIDDEN + HIDDEN + HIDDEN * N_CLASSES + N_CLASSES)  # 76,840
 TORCH_MIN_RATIO, TFLITE_MIN_RATIO = 3.0, 2.5
-ACC_DROP_POINTS, MIN_FLOAT_AGREEMENT = 2.0, 0.95
-AGREE_MIN, AGREE_MEAN_ABS, AGREE_P99 = 0.95, 0.25, 0.75
+ACC_DROP_POINTS, MAX_MEAN_ABS_VS_FLOAT = 4.0, 0.30
+AGREE_MIN, AGREE_MEAN_ABS, AGREE_P99 = 0.93, 0.35, 1.2
 N_TEST, N_REP = 1000, 200
 TFLITE_OPS = {"FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE", "RELU", "RESHAPE", "ADD", "MUL", "SOFTMAX",
               "BATCH_MATMUL", "TRANSPOSE", "CAST", "DELEGATE"}
@@ -313,18 +318,21 @@ def _accuracy_verdict(ctx, logits: np.ndarray, weights, x, y, what: str) -> str:
     acc_f = float((float_logits.argmax(1) == y).mean())
     acc_q = float((logits.argmax(1) == y).mean())
     agree = float((logits.argmax(1) == float_logits.argmax(1)).mean())
-    ctx.details.update(float_accuracy=acc_f, quantized_accuracy=acc_q, agreement_with_float=agree)
+    moved = float(np.abs(logits - float_logits).mean())
+    ctx.details.update(float_accuracy=acc_f, quantized_accuracy=acc_q, agreement_with_float=agree,
+                       mean_abs_diff_vs_float=moved)
     if not np.isfinite(logits).all():
         ctx.fail(f"{what} returns NaN or infinite logits")
     if acc_q < acc_f - ACC_DROP_POINTS / 100:
         ctx.fail(f"{what} reaches {100 * acc_q:.1f} % on {len(y)} fresh digits, the float model {100 * acc_f:.1f} %: "
                  f"more than {ACC_DROP_POINTS:g} points lost. int8 with a scale per tensor should cost well under a "
                  f"point here: was the model quantized from the float model you were given?")
-    if agree < MIN_FLOAT_AGREEMENT:
-        ctx.fail(f"{what} agrees with the float model on only {100 * agree:.1f} % of {len(y)} fresh digits (at least "
-                 f"{100 * MIN_FLOAT_AGREEMENT:g} % expected): it is not a quantized copy of the model you were given")
-    return f"{100 * acc_q:.1f} % vs float {100 * acc_f:.1f} % on {len(y)} fresh digits, same prediction as float on " \
-           f"{100 * agree:.1f} %"
+    if moved > MAX_MEAN_ABS_VS_FLOAT:
+        ctx.fail(f"{what}'s logits are {moved:.2f} from the float model's on average over {len(y)} fresh digits (at "
+                 f"most {MAX_MEAN_ABS_VS_FLOAT:g} expected; int8 rounding moves them by about 0.1 here): it is not a "
+                 f"quantized copy of the model you were given")
+    return f"{100 * acc_q:.1f} % vs float {100 * acc_f:.1f} % on {len(y)} fresh digits, logits {moved:.3f} from " \
+           f"float's on average, same prediction as float on {100 * agree:.1f} %"
 
 
 def _torch_quantized(ctx, weights, x) -> tuple[np.ndarray, int, int]:

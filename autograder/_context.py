@@ -13,7 +13,7 @@ import numpy as np
 
 from autograder._compare import Mismatch, compare, leaves, tensor
 from autograder._registry import Part
-from autograder._sandbox import Worker, WorkerError, exclusive_timing
+from autograder._sandbox import Worker, WorkerError, exclusive_timing, same_cpu
 
 
 class NeedsReference(Exception):
@@ -164,32 +164,46 @@ class Context:
         Distinct inputs make memoisation useless; the baseline's process is not the student's and is frozen
         while the student's runs (and the other way round), so neither can slow the other; no other worker
         of this process runs meanwhile; and the fast side's outputs are verified afterwards.
+
+        On a CPU the ratio is the smaller of the wall-clock ratio and the ratio of the workers' CPU times (read
+        from /proc, where there is one). Other programs on a busy machine stretch either side's wall time by
+        chance (an eager wrapper measured 0.65-2.11x against eager with two busy loops on two cores), not the CPU
+        time its work takes; and work handed to another process, which the CPU time of the worker would miss,
+        still shows in the wall time.
         """
-        with exclusive_timing(self.student, self.reference):
+        with exclusive_timing(self.student, self.reference), same_cpu(self.student, self.reference):
             # Calibrate the batch size so one request takes about target_round_s.
             cal = list(self._load(self.reference, "cal", 1, 4, make_args, framework))
             self._timed(self.reference, baseline, cal)
-            t, _ = self._timed(self.reference, baseline, cal)
+            t, _, _ = self._timed(self.reference, baseline, cal)
             per_round = int(min(50, max(1, target_round_s / max(t / 4, 1e-6))))
             n = warmup + rounds
             self._load(self.reference, "a", n, per_round, make_args, framework)
             fast_inputs = self._load(self.student, "b", n, per_round, make_args, framework)
-            times = {"a": [], "b": []}
+            times, cpu = {"a": [], "b": []}, {"a": [], "b": []}
             fast_outputs = {}
             for r in range(n):
                 sides = [("a", self.reference, baseline), ("b", self.student, fast)]
                 for side, worker, fn in sides if r % 2 == 0 else sides[::-1]:
                     ids = [f"{side}{r}.{k}" for k in range(per_round)]
-                    elapsed, outputs = self._timed(worker, fn, ids)
+                    elapsed, cpu_s, outputs = self._timed(worker, fn, ids)
                     times[side].append(elapsed)
+                    cpu[side].append(cpu_s)
                     if side == "b":
                         fast_outputs.update(zip(ids, outputs))
         a = statistics.median(times["a"][warmup:]) / per_round
         b = statistics.median(times["b"][warmup:]) / per_round
-        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, ratio=a / b, threshold=self.threshold(),
+        ratio = a / b
+        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, wall_ratio=ratio, threshold=self.threshold(),
                             rounds=rounds, per_round=per_round)
+        if self.device == "cpu" and None not in cpu["a"] + cpu["b"]:
+            cpu_a, cpu_b = (statistics.median(cpu[side][warmup:]) for side in "ab")
+            if cpu_a > 0 and cpu_b > 0:
+                self.details.update(cpu_ratio=cpu_a / cpu_b)
+                ratio = min(ratio, cpu_a / cpu_b)
+        self.details.update(ratio=ratio)
         self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
-        return a / b
+        return ratio
 
     def speed_verdict(self, ratio: float, fast: str, baseline: str = "eager") -> str:
         """Fail when `ratio` (from speedup) is under the part's threshold; else the one-line success message."""
@@ -218,7 +232,7 @@ class Context:
                 fn, make_args, framework = timed[label]
                 cal = list(self._load(self.reference, f"cal{i}.", 1, 2, make_args, framework))
                 self._timed(self.reference, fn, cal)
-                t, _ = self._timed(self.reference, fn, cal)
+                t, _, _ = self._timed(self.reference, fn, cal)
                 per_round[label] = int(min(50, max(1, target_round_s / max(t / 2, 1e-6))))
                 self._load(self.reference, f"t{i}.", n, per_round[label], make_args, framework)
                 ids[label] = [[f"t{i}.{r}.{k}" for k in range(per_round[label])] for r in range(n)]
@@ -226,7 +240,7 @@ class Context:
             for r in range(n):
                 shift = r % len(labels)
                 for label in labels[shift:] + labels[:shift]:
-                    elapsed, _ = self._timed(self.reference, timed[label][0], ids[label][r])
+                    elapsed, _, _ = self._timed(self.reference, timed[label][0], ids[label][r])
                     times[label].append(elapsed / per_round[label])
         return {label: statistics.median(times[label][warmup:]) for label in labels}
 
@@ -236,20 +250,23 @@ class Context:
         worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
         return items
 
-    def _timed(self, worker: Worker, fn: str, ids: list[str]) -> tuple[float, list]:
-        """One timed request. The other side is frozen meanwhile: a student's thread that burns CPU while the
-        baseline runs (to slow it down) cannot run at all."""
+    def _timed(self, worker: Worker, fn: str, ids: list[str]) -> tuple[float, float | None, list]:
+        """One timed request: its wall time and the worker's CPU time (None without /proc), on this process's
+        clocks. The other side is frozen meanwhile: a student's thread that burns CPU while the baseline runs
+        (to slow it down) cannot run at all."""
         idle = self.student if worker is self.reference else self.reference
         worker.wait_ready()
         idle.pause()
         try:
+            c0 = worker.cpu_seconds()
             t0 = time.perf_counter()
             reply = worker.request({"op": "run", "fn": fn, "ids": ids}, f"while timing {fn}")
             elapsed = time.perf_counter() - t0
+            c1 = worker.cpu_seconds()
         finally:
             idle.resume()
         ok = self._reference_reply(reply) if worker is self.reference else self._student_reply(reply, fn)
-        return elapsed, ok["outputs"]
+        return elapsed, (c1 - c0 if c0 is not None and c1 is not None else None), ok["outputs"]
 
     def _verify_timed_outputs(self, baseline, fast, inputs, outputs, framework) -> None:
         """What the fast side returned while timed must be right, or skipping the work would pay."""

@@ -43,6 +43,24 @@ def exclusive_timing(*timed: "Worker"):
                 w.resume()
 
 
+@contextmanager
+def same_cpu(*timed: "Worker"):
+    """Run the timed workers on one and the same CPU while they are compared: on a busy machine each process
+    otherwise runs at the speed of the core it happens to sit on (a neighbour on its hyperthread sibling halves
+    it), and that can differ between the two for a whole measurement."""
+    try:
+        cpu = min(os.sched_getaffinity(0))
+    except (OSError, AttributeError):
+        cpu = None
+    for w in timed:
+        w.pin({cpu} if cpu is not None else None)
+    try:
+        yield
+    finally:
+        for w in timed:
+            w.pin(None)
+
+
 class WorkerError(RuntimeError):
     """The worker could not answer: it died, timed out, flooded its output or broke the protocol."""
 
@@ -170,6 +188,33 @@ class Worker:
             self._signal_group(signal.SIGCONT)
             self._paused_total += time.monotonic() - self._paused_at
             self._paused_at = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by the worker's threads, read by this (trusted) process from /proc; None where
+        there is no /proc (not Linux) or it cannot be read. A busy machine stretches a request's wall time by
+        chance, not the CPU time its work needs."""
+        try:
+            task = f"/proc/{self.proc.pid}/task"
+            total = 0
+            for tid in os.listdir(task):
+                with open(f"{task}/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            return total / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def pin(self, cpus: set[int] | None) -> None:
+        """Run every thread of the worker on `cpus` (None: wherever this process may run, as the worker did when
+        it started). Linux only; elsewhere a no-op."""
+        try:
+            cpus = cpus if cpus is not None else os.sched_getaffinity(0)
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), cpus)
+                except OSError:  # a thread that has just ended
+                    pass
+        except (OSError, AttributeError):
+            pass
 
     def _frozen(self) -> float:
         return self._paused_total + (time.monotonic() - self._paused_at if self._paused_at is not None else 0.0)

@@ -171,6 +171,7 @@ class Context:
         time its work takes; and work handed to another process, which the CPU time of the worker would miss,
         still shows in the wall time.
         """
+        on_cpu = self.device == "cpu"
         with exclusive_timing(self.student, self.reference), same_cpu(self.student, self.reference):
             # Calibrate the batch size so one request takes about target_round_s.
             cal = list(self._load(self.reference, "cal", 1, 4, make_args, framework))
@@ -186,7 +187,7 @@ class Context:
                 sides = [("a", self.reference, baseline), ("b", self.student, fast)]
                 for side, worker, fn in sides if r % 2 == 0 else sides[::-1]:
                     ids = [f"{side}{r}.{k}" for k in range(per_round)]
-                    elapsed, cpu_s, outputs = self._timed(worker, fn, ids)
+                    elapsed, cpu_s, outputs = self._timed(worker, fn, ids, cpu=on_cpu)
                     times[side].append(elapsed)
                     cpu[side].append(cpu_s)
                     if side == "b":
@@ -196,7 +197,7 @@ class Context:
         ratio = a / b
         self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, wall_ratio=ratio, threshold=self.threshold(),
                             rounds=rounds, per_round=per_round)
-        if self.device == "cpu" and None not in cpu["a"] + cpu["b"]:
+        if on_cpu and None not in cpu["a"] + cpu["b"]:
             cpu_a, cpu_b = (statistics.median(cpu[side][warmup:]) for side in "ab")
             if cpu_a > 0 and cpu_b > 0:
                 self.details.update(cpu_ratio=cpu_a / cpu_b)
@@ -250,19 +251,19 @@ class Context:
         worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
         return items
 
-    def _timed(self, worker: Worker, fn: str, ids: list[str]) -> tuple[float, float | None, list]:
-        """One timed request: its wall time and the worker's CPU time (None without /proc), on this process's
-        clocks. The other side is frozen meanwhile: a student's thread that burns CPU while the baseline runs
+    def _timed(self, worker: Worker, fn: str, ids: list[str], cpu: bool = False) -> tuple[float, float | None, list]:
+        """One timed request: its wall time and, when `cpu`, the worker's CPU time (None without /proc), on this
+        process's clocks. The other side is frozen meanwhile: a student's thread that burns CPU while the baseline runs
         (to slow it down) cannot run at all."""
         idle = self.student if worker is self.reference else self.reference
         worker.wait_ready()
         idle.pause()
         try:
-            c0 = worker.cpu_seconds()
+            c0 = worker.cpu_seconds() if cpu else None
             t0 = time.perf_counter()
             reply = worker.request({"op": "run", "fn": fn, "ids": ids}, f"while timing {fn}")
             elapsed = time.perf_counter() - t0
-            c1 = worker.cpu_seconds()
+            c1 = worker.cpu_seconds() if cpu else None
         finally:
             idle.resume()
         ok = self._reference_reply(reply) if worker is self.reference else self._student_reply(reply, fn)

@@ -50,10 +50,11 @@ def same_cpu(*timed: "Worker"):
     it), and that can differ between the two for a whole measurement."""
     try:
         cpu = min(os.sched_getaffinity(0))
-    except (OSError, AttributeError):
-        cpu = None
+    except (OSError, AttributeError):  # not Linux: nothing to pin
+        yield
+        return
     for w in timed:
-        w.pin({cpu} if cpu is not None else None)
+        w.pin({cpu})
     try:
         yield
     finally:

@@ -29,11 +29,13 @@ def main() -> None:
     frameworks = ["torch", "tensorflow"] if args.framework == "both" else [args.framework]
     sources = notebook_sources(Path(args.notebook))
     # benchmark_step's cell names both frameworks but touches TensorFlow only in its tf_* branches.
-    cells = [c["source"] for c in cells_for(sources, frameworks)]
-    cells += [src for _, src in sources if "def benchmark_step" in src and src not in cells]
+    kept = cells_for(sources, frameworks)
+    labels = {c["label"] for c in kept}
+    kept += cells_for([(label, src) for label, src in sources if "def benchmark_step" in src and label not in labels],
+                      ["torch", "tensorflow"])
     namespace = {"__name__": "__capstone__"}
-    for source in cells:
-        exec(compile(source, args.notebook, "exec"), namespace)
+    for cell in sorted(kept, key=lambda c: int(c["label"].split()[-1])):
+        exec(compile(cell["source"], f"{args.notebook} ({cell['label']})", "exec"), namespace)
     device = "CPU"
     if "torch" in frameworks and namespace.get("DEVICE") == "cuda":
         import torch

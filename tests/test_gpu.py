@@ -48,5 +48,5 @@ def test_a_sync_only_the_debug_mode_sees_fails_and_names_the_line(course, tmp_pa
                           device="cuda"))["no_sync_loop"]
     assert not got.passed
     assert "more synchronising CUDA operation(s) than a clean loop's" in got.message, got.message
-    line = NONZERO_EACH_STEP.splitlines().index(next(l for l in NONZERO_EACH_STEP.splitlines() if "nonzero" in l))
-    assert f", line {line + 1}" in got.message, got.message
+    line = next(n for n, text in enumerate(NONZERO_EACH_STEP.splitlines(), 1) if "nonzero" in text)
+    assert f", line {line}" in got.message, got.message

@@ -232,10 +232,11 @@ def _clash_train(W1, b1, W2, b2, x, y, steps, lr):
     finally:
         restore()
     report = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    extra = [w for w in warned if w not in clean] if len(warned) > len(clean) else []
-    cuda_report = (f"{len(warned) - len(clean)} more synchronising CUDA operation(s) than a clean loop's "
-                   f"{len(clean)} (torch.cuda.set_sync_debug_mode), first at {(extra or warned)[0]}"
-                   if len(warned) > len(clean) else "")
+    cuda_report = ""
+    if len(warned) > len(clean):
+        first = next((w for w in warned if w not in clean), warned[0])
+        cuda_report = (f"{len(warned) - len(clean)} more synchronising CUDA operation(s) than a clean loop's "
+                       f"{len(clean)} (torch.cuda.set_sync_debug_mode), first at {first}")
     return (losses, *_clash_weights(model), report, cuda_report, ", ".join(clean) or "none")
 
 

@@ -58,6 +58,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     seed = secrets.randbits(63) if seed is None else seed
 
     limits = limits or course.limits
+    parts = {p.id: p for p in exercise.parts}
     student = Worker("student", student_cells, frameworks, device, limits, zygote)
     reference = Worker("reference", reference_cells, frameworks, device, limits, zygote)
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
@@ -66,39 +67,49 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     try:
         try:
             reference.wait_ready()
-        except WorkerError as e:
-            raise CheckError(f"the grader's reference worker did not start: {e}") from None
-        try:
-            ready = student.wait_ready()
-        except WorkerError as e:
-            result.error = str(e)
-            ready = None
-        info = (ready or reference.ready)["info"]
-        result.device = _device_words(info)
-        result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
-        result.isolation = ready["info"].get("isolation", "unknown") if ready else "not started"
-        result.timings["startup"] = time.perf_counter() - started
-        cell_errors = ready["cell_errors"] if ready else []
-        parts = {p.id: p for p in exercise.parts}
-        # Timed parts go last, when the reference worker has nothing else to do.
-        order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
-        results = {}
-        for pid in order:
-            part = parts[pid]
-            rng = np.random.default_rng([seed, exercise.parts.index(part)])
-            t0 = time.perf_counter()
-            if result.error:
-                results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
-            else:
-                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
-                results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
-            result.timings[pid] = time.perf_counter() - t0
-        result.parts = [results[pid] for pid in part_ids]
+        except WorkerError as e:  # no verdict is possible: every part fails, saying why (never a mark)
+            result.error = f"the grader's reference worker did not start: {e}"
+            result.parts = [_part_result(parts[pid], FAILED, f"not checked: {result.error}") for pid in part_ids]
+            result.isolation = "not started"
+        else:
+            _judge(result, spec, exercise, part_ids, parts, frameworks, seed, started, student, reference,
+                   has_reference)
     finally:
         student.close()
         reference.close()
     result.timings["total"] = time.perf_counter() - started
     return result
+
+
+def _judge(result: CheckResult, spec, exercise, part_ids, parts, frameworks, seed: int, started: float,
+           student: Worker, reference: Worker, has_reference: bool) -> None:
+    """Every part's verdict, once the reference worker is ready."""
+    try:
+        ready = student.wait_ready()
+    except WorkerError as e:
+        result.error = str(e)
+        ready = None
+    info = reference.ready["info"]   # the device and versions: from the course's own worker
+    result.device = _device_words(info)
+    result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
+    result.isolation = ", ".join(student.isolation) if student.jail_pid else "not started"
+    result.isolation_missing = dict(student.isolation_missing)
+    result.timings["startup"] = time.perf_counter() - started
+    cell_errors = ready["cell_errors"] if ready else []
+    # Timed parts go last, when the reference worker has nothing else to do.
+    order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
+    results = {}
+    for pid in order:
+        part = parts[pid]
+        rng = np.random.default_rng([seed, exercise.parts.index(part)])
+        t0 = time.perf_counter()
+        if result.error:
+            results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
+        else:
+            ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
+            results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
+        result.timings[pid] = time.perf_counter() - t0
+    result.parts = [results[pid] for pid in part_ids]
 
 
 def _device_words(info: dict) -> str:

@@ -42,6 +42,7 @@ def _nbgrader_config(root: Path):
 
 def find_submissions(course: Course, assignment: str) -> list[Submission]:
     """Every submitted/<student>/<assignment>/ folder; problems that stop grading are recorded, not raised."""
+    exercise = course.module(assignment).exercise
     subs = []
     for folder in sorted((course.root / "submitted").glob(f"*/{assignment}")):
         expected = folder / f"{assignment}.ipynb"
@@ -50,15 +51,14 @@ def find_submissions(course: Course, assignment: str) -> list[Submission]:
             others = sorted(p.name for p in folder.glob("*.ipynb"))
             why = f"renamed notebook: found {', '.join(others)}, expected {expected.name}" if others \
                 else f"no notebook: expected {expected.name}"
-            sub.record = {"status": grading.FAILED, "reason": why, "score": 0.0, "parts": {}}
+            sub.record = grading.failed_record(exercise, why)
         else:
             sub.digest = hashlib.sha256(expected.read_bytes()).hexdigest()
             try:
                 notebook_sources(expected)  # the same one-line diagnosis as `clash check`
             except NotebookError as e:
                 why = str(e).replace(f"{course.root}{os.sep}", "")
-                sub.record = {"status": grading.FAILED, "reason": f"malformed notebook: {why}", "score": 0.0,
-                              "parts": {}}
+                sub.record = grading.failed_record(exercise, f"malformed notebook: {why}")
         subs.append(sub)
     return subs
 
@@ -71,14 +71,15 @@ def sanitize(course: Course, assignment: str, sub: Submission, config) -> None:
     nb = nbformat.read(str(sub.path), as_version=4)
     resources = {"nbgrader": {"notebook": assignment, "assignment": assignment, "student": sub.student,
                               "db_url": f"sqlite:///{course.root / 'gradebook.db'}"}}
-    sub.record = {"status": grading.FAILED, "reason": "", "score": 0.0, "parts": {}}
+    problems = []
     try:
         problems = grading.grade_cell_problems(course, assignment, nb)  # before DeduplicateIds hides them
         for name in SANITIZE:
             nb, resources = getattr(preprocessors, name)(config=config).preprocess(nb, resources)
     except Exception as e:  # nbgrader's own complaint about this notebook, in one line, after ours
-        complaint = f"nbgrader: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        sub.record["reason"] = "; ".join(problems + [complaint]) if problems else f"malformed notebook: {complaint}"
+        complaint = f"nbgrader: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        why = "; ".join(problems + [complaint]) if problems else f"malformed notebook: {complaint}"
+        sub.record = grading.failed_record(course.module(assignment).exercise, why)
         return
     sub.nb, sub.record, sub.problems = nb, {}, problems
 
@@ -183,18 +184,23 @@ def grade_class(assignment: str, *, workers: int = 2, scheduler: str | None = No
         raise RuntimeError(f"the gradebook does not know {assignment}: run `nbgrader generate_assignment "
                            f"{assignment} --force` first") from None
     subs = find_submissions(course, assignment)
+    exercise = course.module(assignment).exercise
     done = grading.load_records(course.root, assignment)
     todo, finished = [], []
     for sub in subs:
         old = done.get(sub.student, {})
-        if old.get("written_by") and old.get("digest") == sub.digest and sub.digest:
+        unchanged = old.get("digest") == sub.digest and sub.digest
+        if old.get("written_by") and unchanged and not grading.grader_at_fault(old):
             sub.record = old
             finished.append(sub)
             continue
         if not sub.record:
-            sanitize(course, assignment, sub, config)
+            try:
+                sanitize(course, assignment, sub, config)
+            except Exception as e:  # one submission's trouble is its own failed record, never the class's
+                sub.record = grading.failed_record(exercise, grading.grader_error(e))
         if sub.record:  # could not be graded at all
-            sub.record.update(digest=sub.digest, max_score=course.module(assignment).exercise.max_score)
+            sub.record.update(digest=sub.digest)
             grading.save_record(course.root, assignment, sub.student, sub.record)
             finished.append(sub)
         else:
@@ -205,15 +211,20 @@ def grade_class(assignment: str, *, workers: int = 2, scheduler: str | None = No
         return sorted(subs, key=lambda s: s.student)
     pool = _DaskPool(scheduler, device) if scheduler else _LocalPool(workers, device)
     try:
-        pending = {pool.submit(course, assignment, nbformat.from_dict(sub.nb)): sub for sub in todo}
+        pending = {}
+        for sub in todo:
+            try:
+                pending[pool.submit(course, assignment, nbformat.from_dict(sub.nb))] = sub
+            except Exception as e:
+                _write_or_fail(api, course, assignment, sub, _grader_failure(exercise, assignment, sub, e))
+                finished.append(sub)
         for future in pool.as_completed(list(pending)):
             sub = pending.pop(future)
             try:
                 record = future.result()
             except Exception as e:  # the grader's fault, not the student's: say so, grade the rest
-                record = {"status": grading.FAILED, "reason": f"grader error: {type(e).__name__}: {e}",
-                          "score": 0.0, "parts": {}, "key": ""}
-            _write(api, course, assignment, sub, record)
+                record = _grader_failure(exercise, assignment, sub, e)
+            _write_or_fail(api, course, assignment, sub, record)
             finished.append(sub)
             if on_progress:
                 on_progress(len(finished), len(subs), sub)
@@ -222,21 +233,42 @@ def grade_class(assignment: str, *, workers: int = 2, scheduler: str | None = No
     return sorted(subs, key=lambda s: s.student)
 
 
+def _grader_failure(exercise, assignment: str, sub: Submission, e: Exception) -> dict:
+    """A check that raised: every part failed, keyed by the submission's code so nbgrader writes it, not re-checks."""
+    return grading.failed_record(exercise, grading.grader_error(e), grading.code_key(assignment, sub.nb))
+
+
+def _write_or_fail(api, course: Course, assignment: str, sub: Submission, record: dict) -> None:
+    """Write one submission; if writing it raises, it gets a failed record and the class goes on."""
+    try:
+        _write(api, course, assignment, sub, record)
+    except Exception as e:
+        reason = f"could not write the grade: {grading.grader_error(e)}"
+        failed = grading.failed_record(course.module(assignment).exercise, reason, record.get("key", ""))
+        sub.record = failed | {"digest": sub.digest}  # no written_by: the next run tries this one again
+        grading.save_record(course.root, assignment, sub.student, sub.record)
+
+
 def _write(api, course: Course, assignment: str, sub: Submission, record: dict) -> None:
     """The single writer: nbgrader's own autograde for one student, fed the precomputed result."""
     if sub.problems:
         record["status"] = grading.FAILED
         record["reason"] = "; ".join(filter(None, [record.get("reason"), *sub.problems]))
-    grading.precomputed[record["key"]] = record
+    key = record.get("key") or grading.code_key(assignment, sub.nb)
+    grading.precomputed[key] = record
     t0 = time.perf_counter()
-    outcome = api.autograde(assignment, sub.student, force=True, create=True)
-    grading.precomputed.pop(record["key"], None)
+    try:
+        outcome = api.autograde(assignment, sub.student, force=True, create=True)
+    finally:
+        grading.precomputed.pop(key, None)
     saved = grading.load_records(course.root, assignment).get(sub.student, {})
     if not outcome.get("success"):
         error = (outcome.get("error") or outcome.get("log") or "nbgrader autograde failed").strip().splitlines()
-        saved = {**record, "status": grading.FAILED, "reason": f"nbgrader autograde failed: {error[-1][:200]}"}
+        reason = f"nbgrader autograde failed: {(error or [''])[-1][:200]}"
+        saved = grading.failed_record(course.module(assignment).exercise, reason, key)
     else:
-        saved["status"], saved["reason"] = record["status"], record.get("reason", "")
+        if saved.get("key") == key:  # nbgrader wrote our result: keep the problems found before sanitizing
+            saved["status"], saved["reason"] = record["status"], record.get("reason", "")
         saved["written_by"] = "clash grade"
     saved["digest"] = sub.digest
     saved["write_seconds"] = round(time.perf_counter() - t0, 2)
@@ -260,6 +292,14 @@ def report_rows(course: Course, assignment: str) -> list[dict]:
                      "max_score": rec.get("max_score", course.module(assignment).exercise.max_score),
                      "reason": rec.get("reason", ""), "seconds": rec.get("seconds", "")})
     return rows
+
+
+def missing_protections(course: Course, assignment: str) -> dict[str, str]:
+    """The jail's protections that were missing while any of these submissions was checked, with the reason."""
+    missing: dict[str, str] = {}
+    for record in grading.load_records(course.root, assignment).values():
+        missing.update(record.get("isolation_missing") or {})
+    return missing
 
 
 def write_report(course: Course, assignment: str) -> Path:

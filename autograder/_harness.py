@@ -50,12 +50,17 @@ class _Channel:
             data = data[os.write(self.wfd, data):]
 
 
-def _limit_memory(memory_mb: int, device: str) -> None:
+def _gpu_possible(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and os.path.exists("/dev/nvidiactl"))
+
+
+def _limit_resources(memory_mb: int, cpu_s: float, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if cpu_s > 0:  # a backstop behind the parent's wall clock, should the parent itself be stopped
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_s), int(cpu_s) + 5))
     # An address-space cap breaks CUDA initialisation (it reserves huge virtual ranges), so where a GPU may be
     # used the parent's RSS watchdog is the only memory limit. On CPU the frameworks reserve ~3 GB of address space.
-    gpu_possible = device == "cuda" or (device == "auto" and os.path.exists("/dev/nvidiactl"))
-    if not gpu_possible:
+    if not _gpu_possible(device):
         cap = (memory_mb + 6144) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
@@ -94,21 +99,6 @@ def _import_frameworks(frameworks: list[str], device: str) -> dict:
         _TF_FUNCTION = (cls, cls.experimental_get_tracing_count, cls.get_concrete_function)
     info["device"] = _DEVICE
     return info
-
-
-def _isolate() -> str:
-    """Confine the student's code to reading the Python installation and writing its scratch folder."""
-    from autograder import _landlock
-    scratch = os.getcwd()
-    os.environ.update(HOME=scratch, TMPDIR=scratch)  # caches (keras, torch, inductor) go to the scratch folder
-    import tempfile
-    tempfile.tempdir = None
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the autograder package's parent …
-    reads = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             *(p for p in sys.path if os.path.isdir(p) and not os.path.samefile(p, package)),
-             os.path.join(package, "autograder"),  # … of which only the package itself may be read
-             "/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/opt"}
-    return _landlock.restrict(sorted(reads), [scratch, "/dev"])
 
 
 def _student_frames(exc: BaseException) -> list:
@@ -316,19 +306,33 @@ def _answer(req: dict) -> dict:
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
-def serve(rfd: int, wfd: int) -> None:
+def _scratch_home() -> None:
+    """HOME and TMPDIR are the scratch folder (the cwd): caches (keras, torch, inductor) land there and die with it."""
+    scratch = os.getcwd()
+    os.environ.update(HOME=scratch, TMPDIR=scratch, USER="clash")  # USER: getpass, with a uid no account has
+    import tempfile
+    tempfile.tempdir = None
+
+
+def serve(rfd: int, wfd: int, jail=None) -> None:
+    """Answer the parent's requests. `jail` (autograder._jail.Jail) is set for a student's worker: it is confined
+    before any notebook code runs, and the first thing it tells the parent is what confines it."""
+    _scratch_home()
     channel = _Channel(rfd, wfd)
     setup = channel.recv()
     if setup is None:
         return
+    device = setup.get("device", "auto")
     try:
-        _limit_memory(int(setup.get("memory_mb", 4096)), setup.get("device", "auto"))
-        info = _import_frameworks(setup.get("frameworks", []), setup.get("device", "auto"))
+        _limit_resources(int(setup.get("memory_mb", 4096)), float(setup.get("cpu_s", 0)), device)
+        info = _import_frameworks(setup.get("frameworks", []), device)
     except Exception as exc:
         channel.send({"event": "ready", "ok": False, "error": _describe_error(exc)})
         return
-    if setup.get("isolate"):
-        info["isolation"] = _isolate()
+    if jail is not None:
+        from autograder import _jail
+        _jail.confine(jail, os.getcwd(), _gpu_possible(device))
+        channel.send({"event": "jail", "pid": jail.pid, "enforced": jail.enforced, "missing": jail.missing})
     errors = _run_cells(setup.get("cells", []), channel)
     channel.send({"event": "ready", "ok": True, "info": info, "cell_errors": errors,
                   "defined": sorted(k for k, v in _NS.items() if callable(v) and not k.startswith("_"))})
@@ -353,8 +357,16 @@ def serve(rfd: int, wfd: int) -> None:
         channel.send(reply)
 
 
+def main(argv: list[str]) -> None:
+    """`python -I -m autograder._harness REQ_FD REPLY_FD [--jail]`: a fresh worker, as `Worker` starts one."""
+    from autograder import _jail
+    _jail.die_with_parent()
+    jail = _jail.enter(os.getcwd()) if "--jail" in argv else None
+    serve(int(argv[0]), int(argv[1]), jail)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    serve(int(sys.argv[1]), int(sys.argv[2]))
+    main(sys.argv[1:])
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown: frameworks' atexit hooks can be slow or noisy

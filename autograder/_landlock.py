@@ -1,8 +1,9 @@
-"""Restrict the student's worker to the files it needs, with Linux Landlock (kernel 5.13+, no privileges needed).
+"""Landlock (Linux 5.13+, no privileges needed): files, TCP and signals, for the student's worker and its children.
 
-After this, the process and everything it starts may read the Python installation and system libraries, and
-write only its scratch folder: not the course (solutions/, submitted/, gradebook.db), not other students'
-folders. Where the kernel lacks Landlock, nothing is restricted and the caller is told so.
+After `restrict`, the process and everything it starts may read only the paths it was given, write only its
+scratch folder, open no TCP connection and bind no TCP port (ABI 4+), and neither signal nor connect to an abstract
+unix socket of any process outside its own Landlock domain (ABI 6+). Where the kernel lacks a piece, that piece is
+missing from the returned list, and the caller says so.
 """
 from __future__ import annotations
 
@@ -15,10 +16,20 @@ _PR_SET_NO_NEW_PRIVS = 38
 _RULE_PATH_BENEATH = 1
 _CREATE_RULESET_VERSION = 1
 
+# File-system rights, with the ABI that introduced each (a right must be handled to be denied).
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-_MAKE_AND_REMOVE = sum(1 << i for i in range(4, 13))  # remove dir/file, make char/dir/reg/sock/fifo/block/sym
-REFER, TRUNCATE = 1 << 13, 1 << 14
+REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG = 1 << 4, 1 << 5, 1 << 6, 1 << 7, 1 << 8
+MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = 1 << 9, 1 << 10, 1 << 11, 1 << 12
+REFER, TRUNCATE, IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
 READ = EXECUTE | READ_FILE | READ_DIR
+_FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV   # all a rule on a non-directory may carry
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1                         # ABI 4
+_SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1                      # ABI 6
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
 
 
 class _PathBeneath(ctypes.Structure):
@@ -26,48 +37,70 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def _handled(abi: int) -> int:
-    mask = READ | WRITE_FILE | _MAKE_AND_REMOVE
+def handled_fs(abi: int) -> int:
+    mask = (1 << 13) - 1   # ABI 1: EXECUTE … MAKE_SYM
     if abi >= 2:
         mask |= REFER
     if abi >= 3:
         mask |= TRUNCATE
+    if abi >= 5:
+        mask |= IOCTL_DEV
     return mask
 
 
-def restrict(read_paths, write_paths) -> str:
-    """Allow reading `read_paths` and reading/writing `write_paths`, deny the rest; returns what was done."""
+def abi_version() -> int:
+    """Landlock's ABI version in this kernel; 0 where there is none (or not Linux)."""
     if platform.system() != "Linux":
-        return "unrestricted (Landlock needs Linux)"
+        return 0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    return max(0, libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)))
+
+
+def restrict(rules: dict[str, int]) -> tuple[list[str], dict[str, str]]:
+    """Allow each path in `rules` the rights it maps to, deny every other file access, all TCP and all signals
+    and abstract sockets out of the domain. Returns (what is enforced, {what is missing: why})."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = abi_version()
     if abi < 1:
-        return f"unrestricted (no Landlock in this kernel: {os.strerror(ctypes.get_errno())})"
-    handled = _handled(abi)
-    attr = ctypes.c_uint64(handled)
-    ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+        why = "Landlock needs Linux 5.13+" if platform.system() == "Linux" else "Landlock needs Linux"
+        return [], {"fs": why, "net-landlock": why, "signal-landlock": why}
+    fs = handled_fs(abi)
+    attr = _RulesetAttr(fs, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
+                        (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8   # the struct as this ABI knows it
+    ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
-        return f"unrestricted (Landlock refused a ruleset: {os.strerror(ctypes.get_errno())})"
+        why = f"Landlock refused a ruleset: {os.strerror(ctypes.get_errno())}"
+        return [], {"fs": why, "net-landlock": why, "signal-landlock": why}
     try:
-        for paths, access in ((read_paths, READ), (write_paths, handled)):
-            for path in paths:
-                try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    # A file (not a folder) may only carry the file rights.
-                    rights = access if os.path.isdir(path) else access & (EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE)
-                    rule = _PathBeneath(rights, fd)
-                    if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
-                        return f"unrestricted (Landlock refused a rule for {path})"
-                finally:
-                    os.close(fd)
+        for path, rights in rules.items():
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue   # not on this machine (a GPU device file, a missing /lib64)
+            try:
+                allowed = (rights if os.path.isdir(path) else rights & _FILE_RIGHTS) & fs
+                rule = _PathBeneath(allowed, fd)
+                if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+                    why = f"Landlock refused a rule for {path}: {os.strerror(ctypes.get_errno())}"
+                    return [], {"fs": why}
+            finally:
+                os.close(fd)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return "unrestricted (no_new_privs failed)"
+            return [], {"fs": "no_new_privs failed"}
         if libc.syscall(_SYS_RESTRICT, ruleset, 0) != 0:
-            return f"unrestricted (Landlock refused: {os.strerror(ctypes.get_errno())})"
+            return [], {"fs": f"Landlock refused: {os.strerror(ctypes.get_errno())}"}
     finally:
         os.close(ruleset)
-    return f"landlock v{abi}"
+    enforced, missing = ["fs"], {}
+    if abi >= 4:
+        enforced.append("net-landlock")
+    else:
+        missing["net-landlock"] = f"Landlock ABI {abi} has no network rules (4+)"
+    if abi >= 6:
+        enforced.append("signal-landlock")
+    else:
+        missing["signal-landlock"] = f"Landlock ABI {abi} has no signal scope (6+)"
+    return enforced, missing

@@ -10,7 +10,8 @@ import json
 
 import numpy as np
 
-MAX_LINE = 256 * 1024 * 1024  # one message; a bigger one is refused rather than read
+MAX_LINE = 64 * 1024 * 1024     # one reply; a bigger one is refused rather than read
+MAX_TOTAL = 2 * 1024 ** 3       # all of one worker's replies together
 _DTYPES = {np.dtype(t).str: np.dtype(t) for t in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "complex64", "complex128")}
@@ -51,8 +52,10 @@ def encode(message: dict) -> bytes:
 def decode(line: bytes) -> dict:
     try:
         message = json.loads(line, object_hook=_hook)
-    except (ValueError, TypeError) as e:
-        raise ProtocolError(f"unreadable message: {e}") from None
+    except ProtocolError:
+        raise
+    except Exception as e:  # any failure to read a message (OverflowError from a huge shape, say) is the same
+        raise ProtocolError(f"unreadable message: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message

@@ -43,7 +43,8 @@ class CheckResult:
     frameworks: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)   # seconds: "total", "startup", and one per part
-    isolation: str = ""                           # how the student's process was confined (e.g. "landlock v7")
+    isolation: str = ""                           # the protections in force around the student's code (_jail)
+    isolation_missing: dict = field(default_factory=dict)   # those this machine could not enforce, with the reason
     error: str | None = None                      # the whole check could not run (bad notebook, timeout …)
 
     @property

@@ -17,7 +17,7 @@ import time
 import weakref
 from contextlib import contextmanager
 
-from autograder._protocol import MAX_LINE, ProtocolError, decode, encode
+from autograder._protocol import MAX_LINE, MAX_TOTAL, ProtocolError, decode, encode
 from autograder._registry import Limits
 
 _SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL", signal.SIGABRT: "an abort",
@@ -66,8 +66,16 @@ class WorkerError(RuntimeError):
     """The worker could not answer: it died, timed out, flooded its output or broke the protocol."""
 
 
+# What a worker inherits from the grader's environment: the search path, the locale, the GPU selection and the
+# frameworks' own switches. Everything else (tokens such as JUPYTERHUB_API_TOKEN, cloud keys) stays behind.
+ENV_ALLOWED = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH",
+    "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND"})
+
+
 def worker_env(device: str) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED or k.startswith("LC_")}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
     # One CPU thread per worker, on both sides alike: ratios then do not depend on how busy the other cores are
     # (TF's graph executor hands work between pool threads, which stalls when a neighbour holds the cores).
@@ -77,27 +85,45 @@ def worker_env(device: str) -> dict:
     return env
 
 
+def _memory_kb(pid: int, path: str = "status", field: str = "VmRSS:") -> int:
+    try:
+        with open(f"/proc/{pid}/{path}") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith(field)), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class Worker:
-    """One notebook's code, running in its own process group, in a scratch folder."""
+    """One notebook's code, running in its own process group, in a scratch folder. A student's worker (`role`
+    "student") runs jailed (autograder._jail); the reference runs the course's own code, unconfined."""
 
     def __init__(self, role: str, cells: list[dict], frameworks: list[str], device: str, limits: Limits,
                  zygote=None):
         self.role, self.limits = role, limits
+        self.jailed = role == "student"
         self.replies: queue.Queue = queue.Queue()
         self.output = bytearray()   # the last output_kb of what the student printed, for diagnostics
         self.failure: str | None = None
         self.running_cell: str | None = None
         self.ready: dict | None = None
+        self.jail_pid: int | None = None            # the jailed process, once its (trusted) report has come
+        self.isolation: list[str] = []              # the protections it reported in force …
+        self.isolation_missing: dict[str, str] = {}  # … and those it could not have, with the reason
+        self._pidns: int | None = None
+        self._phase = "starting"    # starting -> jailed -> ready: what the worker may send depends on it
+        self._outstanding = 0       # requests sent and not answered: a reply beyond them was never asked for
+        self._lock = threading.Lock()
         self._paused_at: float | None = None
         self._paused_total = 0.0   # time frozen by exclusive_timing does not count against this worker's limits
-        self._scratch = tempfile.TemporaryDirectory(prefix=f"clash-{role}-")
+        self._scratch = tempfile.TemporaryDirectory(prefix=f"clash-{role}-", ignore_cleanup_errors=True)
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         if zygote is not None:  # forked from a process that has imported the frameworks already
-            self.proc = zygote.spawn(self._scratch.name, req_r, rep_w)
+            self.proc = zygote.spawn(self._scratch.name, req_r, rep_w, jail=self.jailed)
         else:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder._harness", str(req_r), str(rep_w)],
+                [sys.executable, "-I", "-m", "autograder._harness", str(req_r), str(rep_w)]
+                + (["--jail"] if self.jailed else []),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 pass_fds=(req_r, rep_w), cwd=self._scratch.name, env=worker_env(device), start_new_session=True)
         os.close(req_r)
@@ -106,63 +132,125 @@ class Worker:
         _live.add(self)
         for target in (self._read_replies, self._drain_output, self._watch_memory):
             threading.Thread(target=target, daemon=True).start()
-        # Only the student's code is confined to its scratch folder; the reference is the course's own.
         self._send({"op": "setup", "cells": cells, "frameworks": frameworks, "device": device,
-                    "memory_mb": limits.memory_mb, "isolate": role == "student"})
+                    "memory_mb": limits.memory_mb, "cpu_s": cpu_seconds_limit(limits)})
 
     # -- threads -------------------------------------------------------------------------------------
     def _read_replies(self) -> None:
-        buf = b""
-        with os.fdopen(self._rep_r, "rb", buffering=0) as f:
-            while True:
-                chunk = f.read(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    try:
-                        msg = decode(line)
-                    except ProtocolError as e:
-                        self._fail(f"sent an unreadable reply ({e})")
-                        return
-                    if msg.get("event") == "cell":
-                        self.running_cell = str(msg.get("label"))
-                    else:
-                        self.replies.put(msg)
-                if len(buf) > MAX_LINE:
-                    self._fail("sent a reply larger than the protocol allows")
-                    return
-        self.replies.put(None)
+        """Read the worker's lines: each at most MAX_LINE, all together at most MAX_TOTAL, in linear time. Anything
+        unreadable, unasked for or out of turn fails the worker; no error escapes this thread silently."""
+        buf, total = bytearray(), 0
+        try:
+            with os.fdopen(self._rep_r, "rb", buffering=0) as f:
+                while self.failure is None:
+                    chunk = f.read(1 << 20)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > MAX_TOTAL:
+                        self._fail(f"sent more than {MAX_TOTAL >> 20} MB of replies")
+                        break
+                    scan = len(buf)
+                    buf += chunk
+                    while (end := buf.find(b"\n", scan)) >= 0:
+                        line = bytes(buf[:end])
+                        del buf[:end + 1]   # deleting a bytearray's head is O(1) amortised in CPython
+                        scan = 0
+                        self._handle(line)
+                        if self.failure is not None:
+                            break
+                    if len(buf) > MAX_LINE:
+                        self._fail(f"sent a reply larger than {MAX_LINE >> 20} MB")
+        except Exception as e:  # a bug here must still end in a clean failure, never a silent stall
+            self._fail(f"broke the reply protocol ({type(e).__name__}: {str(e)[:100]})")
+        finally:
+            self.replies.put(None)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            msg = decode(line)
+        except ProtocolError as e:
+            self._fail(f"sent an unreadable reply ({e})")
+            return
+        event = msg.get("event")
+        if event == "jail":
+            self._jail_report(msg)
+        elif self.jailed and self._phase == "starting" and not (event == "ready" and msg.get("ok") is False):
+            self._fail("spoke before its jail report (a forged or out-of-turn message)")
+        elif event == "cell":
+            if self._phase == "ready":
+                self._fail("sent a cell event after it was ready (a forged message)")
+            else:
+                self.running_cell = str(msg.get("label"))[:100]
+        elif event == "ready":
+            problem = _ready_problem(msg) if self._phase != "ready" else "a second ready message"
+            if problem:
+                self._fail(f"sent a malformed ready message ({problem})")
+            else:
+                self._phase = "ready"
+                self.replies.put(msg)
+        else:
+            with self._lock:
+                asked = self._outstanding > 0
+                self._outstanding -= asked
+            if not asked:
+                self._fail("sent a reply nobody asked for (replies must answer requests)")
+            else:
+                self.replies.put(msg)
+
+    def _jail_report(self, msg: dict) -> None:
+        """The first message of a jailed worker, sent by the grader's code before any notebook code has run."""
+        pid, enforced, missing = msg.get("pid"), msg.get("enforced"), msg.get("missing")
+        if (not self.jailed or self._phase != "starting" or not isinstance(pid, int) or pid <= 0
+                or not isinstance(enforced, list) or not isinstance(missing, dict)):
+            self._fail("sent a forged jail report")
+            return
+        self.jail_pid, self._phase = pid, "jailed"
+        self.isolation = [str(e) for e in enforced]
+        self.isolation_missing = {str(k): str(v)[:200] for k, v in missing.items()}
+        if "pidns" in self.isolation:
+            try:
+                self._pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
+            except OSError:
+                self._pidns = None
 
     def _drain_output(self) -> None:
         cap, total = self.limits.output_kb * 1024, 0
-        read = self.proc.stdout.read1
-        while True:
-            try:
-                chunk = read(65536)
-            except (OSError, ValueError):  # closed by close(): the worker is gone
-                return
-            if not chunk:
-                return
-            total += len(chunk)
-            self.output += chunk
-            del self.output[:-cap]
-            if total > cap:
-                self._fail(f"printed more than {self.limits.output_kb} KB of output")
-                return
+        stream = self.proc.stdout
+        try:
+            while True:
+                try:
+                    chunk = stream.read1(65536)
+                except (OSError, ValueError):
+                    return
+                if not chunk:
+                    return
+                total += len(chunk)
+                self.output += chunk
+                del self.output[:-cap]
+                if total > cap:
+                    self._fail(f"printed more than {self.limits.output_kb} KB of output")
+                    return
+        finally:
+            try:  # this thread owns the pipe: close() never blocks on it, whoever still holds its other end
+                stream.close()
+            except (OSError, ValueError):
+                pass
 
     def _watch_memory(self) -> None:
-        limit_kb = self.limits.memory_mb * 1024
-        while self.proc.poll() is None:
-            try:
-                with open(f"/proc/{self.proc.pid}/status") as f:
-                    rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-            except (OSError, ValueError):
-                return
-            if rss > limit_kb:
+        """Resident memory of the jailed process every 50 ms, and of its whole tree every 0.5 s: each child's share
+        of its anonymous memory (proportional: a page a forked child still shares is not counted in full again)."""
+        limit_kb, tick = self.limits.memory_mb * 1024, 0
+        while self.proc.poll() is None and self.failure is None:
+            main = self.jail_pid or self.proc.pid
+            used = _memory_kb(main)
+            if tick % 10 == 0 and self._pidns is not None:
+                used += sum(_memory_kb(pid, "smaps_rollup", "Pss_Anon:") for pid in self._tree()
+                            if pid not in (main, self.proc.pid))
+            if used > limit_kb:
                 self._fail(f"used more than {self.limits.memory_mb} MB of memory")
                 return
+            tick += 1
             time.sleep(0.05)
 
     # -- control -------------------------------------------------------------------------------------
@@ -172,21 +260,46 @@ class Worker:
         self.kill()
         self.replies.put(None)
 
-    def _signal_group(self, sig) -> None:
+    def _tree(self) -> list[int]:
+        """Every process of this worker, as this process numbers them: the keeper, the jailed process and all in its
+        PID namespace (a `setsid` child that left the process group included). Without a PID namespace of its own,
+        just the keeper and the jailed process."""
+        pids = [self.proc.pid] + ([self.jail_pid] if self.jail_pid else [])
+        if self._pidns is None:
+            return pids
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return pids
+        for name in entries:
+            if name.isdigit() and int(name) not in pids:
+                try:
+                    if os.stat(f"/proc/{name}/ns/pid").st_ino == self._pidns:
+                        pids.append(int(name))
+                except OSError:
+                    pass
+        return pids
+
+    def _signal_all(self, sig) -> None:
         try:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in self._tree():
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def pause(self) -> None:
-        """SIGSTOP the worker's process group: it computes nothing until resume()."""
+        """SIGSTOP every process of the worker: it computes nothing until resume()."""
         if self._paused_at is None:
             self._paused_at = time.monotonic()
-            self._signal_group(signal.SIGSTOP)
+            self._signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
         if self._paused_at is not None:
-            self._signal_group(signal.SIGCONT)
+            self._signal_all(signal.SIGCONT)
             self._paused_total += time.monotonic() - self._paused_at
             self._paused_at = None
 
@@ -195,7 +308,7 @@ class Worker:
         there is no /proc (not Linux) or it cannot be read. A busy machine stretches a request's wall time by
         chance, not the CPU time its work needs."""
         try:
-            task = f"/proc/{self.proc.pid}/task"
+            task = f"/proc/{self.jail_pid or self.proc.pid}/task"
             total = 0
             for tid in os.listdir(task):
                 with open(f"{task}/{tid}/schedstat") as f:
@@ -209,7 +322,7 @@ class Worker:
         it started). Linux only; elsewhere a no-op."""
         try:
             cpus = cpus if cpus is not None else os.sched_getaffinity(0)
-            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            for tid in os.listdir(f"/proc/{self.jail_pid or self.proc.pid}/task"):
                 try:
                     os.sched_setaffinity(int(tid), cpus)
                 except OSError:  # a thread that has just ended
@@ -221,10 +334,8 @@ class Worker:
         return self._paused_total + (time.monotonic() - self._paused_at if self._paused_at is not None else 0.0)
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGKILL the keeper and the jailed process; the kernel then kills the rest of its PID namespace."""
+        self._signal_all(signal.SIGKILL)
 
     def _death(self) -> str:
         if self.failure:
@@ -240,6 +351,9 @@ class Worker:
     def _send(self, message: dict) -> None:
         """Write with a deadline: a worker stuck in a loop stops reading, and must not hang the parent."""
         data, deadline = encode(message), time.monotonic() + self.limits.call_timeout_s
+        if message.get("op") not in ("setup", "quit"):
+            with self._lock:
+                self._outstanding += 1
         try:
             while data:
                 if not select.select([], [self._req_w], [], max(0.0, deadline - time.monotonic()))[1]:
@@ -271,12 +385,13 @@ class Worker:
     def wait_ready(self) -> dict:
         if self.ready is None:
             try:
-                self.ready = self.receive(self.limits.startup_timeout_s, "while running the notebook's cells")
+                ready = self.receive(self.limits.startup_timeout_s, "while running the notebook's cells")
             except WorkerError as e:
                 where = f" ({self.running_cell} was running)" if self.running_cell else ""
                 raise WorkerError(f"{e}{where}") from None
-            if not self.ready.get("ok"):
-                raise WorkerError(str(self.ready.get("error")))
+            if not ready.get("ok"):
+                raise WorkerError(str(ready.get("error"))[:500])
+            self.ready = ready
         return self.ready
 
     def request(self, message: dict, doing: str, timeout: float | None = None) -> dict:
@@ -290,19 +405,49 @@ class Worker:
         self._send(message)
 
     def close(self) -> None:
+        """End the worker and everything it started, in bounded time: no pipe an escaped process might hold is
+        waited on (the reader threads own and close their pipes)."""
         _live.discard(self)
         self.resume()
-        if self.proc.poll() is None:
-            self._send({"op": "quit"})
+        if self.proc.poll() is None and self.failure is None:
+            try:
+                os.write(self._req_w, encode({"op": "quit"}))
+            except OSError:
+                pass
             try:
                 self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.close(self._req_w)
         except OSError:
             pass
         self._scratch.cleanup()
+
+
+def cpu_seconds_limit(limits: Limits) -> float:
+    """RLIMIT_CPU of a worker: start-up plus twenty calls' worth, a backstop should the parent's clock stop."""
+    return limits.startup_timeout_s + 20 * limits.call_timeout_s
+
+
+def _ready_problem(msg: dict) -> str | None:
+    """What is wrong with a ready message, or None. The parent reads these fields; a forged one must not crash it."""
+    if msg.get("ok") is not True:
+        return None if msg.get("ok") is False else "ok is not a bool"
+    info, errors, defined = msg.get("info"), msg.get("cell_errors"), msg.get("defined")
+    if not isinstance(info, dict) or info.get("device") not in ("cpu", "cuda"):
+        return "info.device"
+    if not all(isinstance(v, str) for v in info.values()):
+        return "info"
+    if not isinstance(errors, list) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("label", "error", "source"))
+            for e in errors):
+        return "cell_errors"
+    if not isinstance(defined, list) or not all(isinstance(d, str) for d in defined):
+        return "defined"
+    return None

@@ -5,7 +5,7 @@ no student code; each forked child is a new process (own pid, session, scratch f
 the same harness a freshly started worker would. CUDA is never touched before the fork (device queries happen
 in the child), which keeps fork safe.
 
-Protocol on a Unix socket: the client sends {"op": "spawn", "cwd": ...} with three file descriptors (the child's
+Protocol on a Unix socket: the client sends {"op": "spawn", "cwd": ..., "jail": bool} with three file descriptors (the child's
 request pipe, reply pipe and output pipe); the zygote answers {"pid": N}, and later {"exit": N, "status": S}
 when that child ends (S is negative for a signal, as in subprocess).
 """
@@ -84,8 +84,10 @@ def _child(sock: socket.socket, fds: list[int], request: dict) -> None:
             os.closerange(start, stop)  # nothing of the zygote's (its socket, other children's pipes) leaks in
         os.chdir(request["cwd"])
         sys.argv = ["autograder._harness", str(req_r), str(rep_w)]
+        from autograder import _jail
         from autograder._harness import serve
-        serve(req_r, rep_w)
+        _jail.die_with_parent()  # the zygote ends when its grader does (its socket closes): so do its workers
+        serve(req_r, rep_w, _jail.enter(request["cwd"]) if request.get("jail") else None)
         sys.stdout.flush()
     finally:
         os._exit(0)
@@ -163,13 +165,13 @@ class Zygote:
         for child in list(self._children.values()):
             child._exited(-signal.SIGKILL)
 
-    def spawn(self, cwd: str, req_r: int, rep_w: int) -> ZygoteChild:
+    def spawn(self, cwd: str, req_r: int, rep_w: int, jail: bool = False) -> ZygoteChild:
         self._ready.wait(300)
         if self._dead:
             raise RuntimeError("the grading zygote died")
         out_r, out_w = os.pipe()
         with self._lock:
-            socket.send_fds(self._sock, [json.dumps({"op": "spawn", "cwd": cwd}).encode()], [req_r, rep_w, out_w])
+            socket.send_fds(self._sock, [json.dumps({"op": "spawn", "cwd": cwd, "jail": jail}).encode()], [req_r, rep_w, out_w])
             pid = self._spawned.get(timeout=60)
         os.close(out_w)
         if pid < 0:

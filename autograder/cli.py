@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,18 @@ def _rel(path: Path, course: Course) -> str:
         return str(path)
 
 
+def _stop_like_ctrl_c(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _handle_termination() -> None:
+    """SIGTERM (a `kill`, a job scheduler) and SIGHUP (a closed terminal) end a check or a grading run as Ctrl-C
+    does: its workers are closed and finished grades kept. (Were this process killed outright, its workers still
+    die with it: they carry a parent-death signal.)"""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_like_ctrl_c)
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -51,6 +64,7 @@ def main(ctx: click.Context) -> None:
 
     With no command, shows the course map: every module, your progress, and what to do next.
     """
+    _handle_termination()
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
@@ -292,12 +306,20 @@ def grade(assignment, workers, scheduler, device) -> None:
         table.add_column(col, overflow="fold")
     for sub in subs:
         rec = sub.record
-        table.add_row(sub.student, rec.get("status", "?"), f"{rec.get('score', 0):g}/{rec.get('max_score', 0):g}",
-                      rec.get("reason", ""), str(rec.get("seconds", "")))
+        table.add_row(sub.student, rec.get("status", "?"), _score_cell(rec), rec.get("reason", ""),
+                      str(rec.get("seconds", "")))
     console.print(table)
     failed = [s for s in subs if s.record.get("status") != "graded"]
-    console.print(f"{len(subs) - len(failed)} graded, {len(failed)} could not be graded (see the reasons); "
-                  f"report: {_rel(write_report(course, assignment), course)}")
+    console.print(f"report: {_rel(write_report(course, assignment), course)}")
+    console.print(f"{len(subs) - len(failed)} graded, {len(failed)} failed (could not be graded: see the reasons)")
+    sys.exit(EXIT_FAILED if failed else EXIT_PASSED)  # as `nbgrader autograde`: a failed submission is not a success
+
+
+def _score_cell(record: dict) -> str:
+    """A score only for a graded submission: one that could not be graded shows `-`, never a 0 that looks earned."""
+    if record.get("status") != "graded":
+        return "-"
+    return f"{record.get('score', 0):g}/{record.get('max_score', 0):g}"
 
 
 @main.command()
@@ -305,14 +327,50 @@ def grade(assignment, workers, scheduler, device) -> None:
 def report(assignment) -> None:
     """Print ASSIGNMENT's grading report: a score per graded submission, a reason for each that could not be
     graded (also written to grading/ASSIGNMENT/report.csv)."""
-    from autograder._classgrade import report_rows, write_report
+    from autograder._classgrade import missing_protections, report_rows, write_report
 
     course = _course()
     path = write_report(course, assignment)
     for row in report_rows(course, assignment):
-        score = f"{row['score']:g}/{row['max_score']:g}" if row["status"] == "graded" else "-"
+        score = _score_cell(row)
         click.echo(f"{row['student']:<20} {row['status']:<11} {score:<8} {row['reason']}")
+    for name, why in missing_protections(course, assignment).items():
+        click.echo(f"warning: the jail lacked '{name}' while grading ({why}); see `clash doctor`")
     click.echo(f"written to {_rel(path, course)}")
+
+
+@main.command()
+def doctor() -> None:
+    """What this machine enforces around a student's code: starts one jailed worker (no frameworks, well under
+    a second) and lists each protection as in force or missing, with the reason. Exit 1 when one is missing."""
+    import os
+    import platform
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from autograder import _landlock
+    from autograder._jail import PROTECTIONS
+    from autograder._sandbox import Worker, WorkerError
+
+    course = _course()
+    worker = Worker("student", [], [], "cpu", course.limits)
+    try:
+        worker.wait_ready()
+    except WorkerError as e:
+        _die(f"could not start a jailed worker: {e}")
+    finally:
+        worker.close()
+    table = Table(title=f"The jail on this machine: Linux {platform.release()}, Landlock ABI "
+                        f"{_landlock.abi_version()}, grader {'root' if os.geteuid() == 0 else 'not root'}",
+                  title_justify="left")
+    for col in ("protection", "status", "what it means, or why it is missing"):
+        table.add_column(col, overflow="fold")
+    for name, meaning in PROTECTIONS.items():
+        missing = worker.isolation_missing.get(name)
+        table.add_row(name, "missing" if missing else "in force", missing or meaning)
+    Console().print(table)
+    sys.exit(EXIT_FAILED if worker.isolation_missing else EXIT_PASSED)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,43 @@ def _edit_locked(grade_id, source):
     return edit
 
 
+ESCAPED_MARKER = "600.4242"   # the argument of the sleep an escaping submission leaves behind
+KILLS_ZYGOTE = """
+import os, signal
+for _pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+    try:                                    # the zygote, the other workers, clash grade: all say autograder
+        if b"autograder" in open(f"/proc/{_pid}/cmdline", "rb").read():
+            os.kill(_pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+STOPS_NEIGHBOURS = """
+import os, signal, time
+if os.fork() == 0:                          # a detached process that outlives this cell
+    os.setsid()
+    if os.fork() == 0:
+        while True:                         # freeze every grader process it can see, forever
+            for _pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+                try:
+                    if b"autograder" in open(f"/proc/{_pid}/cmdline", "rb").read():
+                        os.kill(_pid, signal.SIGSTOP)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+    os._exit(0)
+os.wait()
+"""
+ESCAPES = f"""
+import os
+if os.fork() == 0:                          # double fork and setsid: re-parented away from the worker
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sleep", ["sleep", "{ESCAPED_MARKER}"])
+    os._exit(0)
+os.wait()
+"""
+
+
 # Each red-team entry: (what the student does, the parts it attacks (scored 0), expected reason or message part)
 RED_TEAM = {
     "patch_compare": (with_solution(torch_loss_and_grad='''
@@ -178,6 +215,10 @@ get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)
                     "all", "used more than|MemoryError"),
     "output_flood": (with_solution(torch_fit="while True:\n    print('x' * 10000)\n"), "all", "printed more than"),
     "segfault": (with_solution(torch_fit="import ctypes\nctypes.string_at(0)\n"), "all", "segmentation fault"),
+    # Attacks on the class, each beside a correct answer: they must gain nothing and cost the others nothing.
+    "kills_zygote": (with_solution(torch_fit=solved_sources()["torch_fit"] + KILLS_ZYGOTE), set(), ""),
+    "stops_neighbours": (with_solution(torch_fit=solved_sources()["torch_fit"] + STOPS_NEIGHBOURS), set(), ""),
+    "escapes": (with_solution(torch_fit=solved_sources()["torch_fit"] + ESCAPES), set(), ""),
     "malformed_json": (None, "all", "malformed notebook: .*not valid notebook JSON"),
     "nbformat3": (None, "all", "nbformat 3"),
     "renamed": (with_solution(), "all", "renamed notebook: found solution.ipynb"),

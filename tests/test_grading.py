@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from classroom import (ASSIGNMENT, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
+from classroom import (ASSIGNMENT, ESCAPED_MARKER, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
                        submit_red_team, with_solution)
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,12 @@ def red_class(tmp_path_factory):
         submit_red_team(course, name)
     t0 = time.monotonic()
     result = run([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--workers", "2"], course)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # Like nbgrader autograde: every submission is graded or failed, then exit 1 because some (the attacks on the
+    # worker, the unreadable notebooks) failed. The last line counts them as the records do.
+    records = [json.loads(p.read_text()) for p in (course / "grading" / ASSIGNMENT).glob("*.json")]
+    failed = sum(r["status"] == "failed" for r in records)
+    assert result.returncode == 1 and failed >= 9, result.stdout + result.stderr
+    assert f"{len(records) - failed} graded, {failed} failed" in result.stdout, result.stdout
     return course, result.stdout, time.monotonic() - t0
 
 
@@ -72,9 +77,27 @@ def test_each_attack_scores_zero_where_it_attacks_with_a_clear_reason(red_class,
         assert parts.get(pid, 0) == 0, (pid, parts)
     text = record.get("reason", "") + " ".join(p["message"] for p in record["parts"].values())
     assert re.search(expected, text), (expected, text)
+    if all(p["message"].startswith("not graded: ") for p in record["parts"].values()):
+        # nbgrader's own sanitizing refused it (a duplicated grade cell): not graded, so every part is 0
+        assert record["status"] == "failed" and sum(parts.values()) == 0, record
+        return
     honest = {pid for pid in parts} - set(attacked) - {"cross_grad", "tf_graph", "graph_speed"}
     assert all(parts[pid] > 0 for pid in honest if pid in ("torch_grad", "tf_grad") and
                name not in ("deletes_grade_cell",)), parts
+
+
+def test_no_process_a_submission_started_outlives_the_grading(red_class):
+    """The `escapes` submission double-forks a setsid `sleep ESCAPED_MARKER`; the `stops_neighbours` one leaves a
+    detached loop SIGSTOPping every grader process it can see. Neither survives its check."""
+    leftovers = []
+    for name in os.listdir("/proc"):
+        try:
+            cmdline = open(f"/proc/{name}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if name.isdigit() and ESCAPED_MARKER.encode() in cmdline:
+            leftovers.append((name, cmdline))
+    assert not leftovers
 
 
 def test_the_gradebook_and_solutions_are_intact(red_class):

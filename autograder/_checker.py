@@ -68,7 +68,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         try:
             reference.wait_ready()
         except WorkerError as e:  # no verdict is possible: every part fails, saying why (never a mark)
-            result.error = f"the grader's reference worker did not start: {e}"
+            result.error = f"the grader's reference worker did not start: {str(e).removeprefix('your code ')}"
             result.parts = [_part_result(parts[pid], FAILED, f"not checked: {result.error}") for pid in part_ids]
             result.isolation = "not started"
         else:

@@ -33,15 +33,20 @@ class _Missing(Exception):
 
 class _Channel:
     def __init__(self, rfd: int, wfd: int):
-        self.rfd, self.wfd, self.buf = rfd, wfd, b""
+        self.rfd, self.wfd, self.buf = rfd, wfd, bytearray()
 
     def recv(self) -> dict | None:
-        while b"\n" not in self.buf:
+        """One request, in time linear in its size: the grader's inputs for a timed batch can be 100 MB, read in
+        64 KB pieces (`bytes += chunk`, rescanned for the newline each time, took a minute for that)."""
+        scan = 0
+        while (end := self.buf.find(b"\n", scan)) < 0:
+            scan = len(self.buf)
             chunk = os.read(self.rfd, 1 << 20)
             if not chunk:
                 return None
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 1]
         return decode(line)
 
     def send(self, message: dict) -> None:

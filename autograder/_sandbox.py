@@ -349,17 +349,19 @@ class Worker:
         return f"exited with status {code}" + (" (sys.exit or os._exit?)" if code in (0, 1) else "")
 
     def _send(self, message: dict) -> None:
-        """Write with a deadline: a worker stuck in a loop stops reading, and must not hang the parent."""
-        data, deadline = encode(message), time.monotonic() + self.limits.call_timeout_s
+        """Write with a deadline on progress: a worker stuck in a loop stops reading, and must not hang the parent;
+        one reading a large request (a timed batch's inputs) keeps reading, however long the whole takes."""
+        data, sent = memoryview(encode(message)), 0
         if message.get("op") not in ("setup", "quit"):
             with self._lock:
                 self._outstanding += 1
         try:
-            while data:
-                if not select.select([], [self._req_w], [], max(0.0, deadline - time.monotonic()))[1]:
+            while sent < len(data):
+                ready = select.select([], [self._req_w], [], self.limits.call_timeout_s)[1]
+                if not ready:
                     self._fail(f"stopped reading requests for {self.limits.call_timeout_s:g} s")
                     return
-                data = data[os.write(self._req_w, data[:65536]):]
+                sent += os.write(self._req_w, data[sent:sent + (1 << 20)])
         except OSError:
             pass  # a dead worker: the reply reader reports how it died
 

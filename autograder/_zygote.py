@@ -5,9 +5,10 @@ no student code; each forked child is a new process (own pid, session, scratch f
 the same harness a freshly started worker would. CUDA is never touched before the fork (device queries happen
 in the child), which keeps fork safe.
 
-Protocol on a Unix socket: the client sends {"op": "spawn", "cwd": ..., "jail": bool} with three file descriptors (the child's
-request pipe, reply pipe and output pipe); the zygote answers {"pid": N}, and later {"exit": N, "status": S}
-when that child ends (S is negative for a signal, as in subprocess).
+Protocol on a Unix socket: the client sends {"op": "spawn", "cwd": ..., "jail": bool} with three file
+descriptors (the child's request pipe, reply pipe and output pipe); the zygote answers {"pid": N}, and later
+{"exit": N, "status": S} when that child ends (S is negative for a signal, as in subprocess). A child asked to
+`jail` becomes the keeper of a jailed process (autograder._jail) before it serves.
 """
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ class Zygote:
             raise RuntimeError("the grading zygote died")
         out_r, out_w = os.pipe()
         with self._lock:
-            socket.send_fds(self._sock, [json.dumps({"op": "spawn", "cwd": cwd, "jail": jail}).encode()], [req_r, rep_w, out_w])
+            request = json.dumps({"op": "spawn", "cwd": cwd, "jail": jail}).encode()
+            socket.send_fds(self._sock, [request], [req_r, rep_w, out_w])
             pid = self._spawned.get(timeout=60)
         os.close(out_w)
         if pid < 0:

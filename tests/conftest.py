@@ -31,6 +31,20 @@ def zygote():
     z.close()
 
 
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def launcher(request):
+    """A worker's two ways to start, for the process-level tests (test_sandbox, test_jail): a fresh interpreter, or a
+    fork of a zygote without frameworks. Every limit and every protection must hold for both."""
+    if request.param == "fresh":
+        yield None
+        return
+    from autograder._sandbox import worker_env
+    from autograder._zygote import Zygote
+    z = Zygote([], worker_env("cpu"))
+    yield z
+    z.close()
+
+
 @pytest.fixture(scope="session")
 def course():
     from autograder import load_course

@@ -20,17 +20,6 @@ LIMITS = Limits(startup_timeout_s=20, call_timeout_s=20, memory_mb=1024, output_
 ROOT_ONLY = os.geteuid() == 0
 
 
-@pytest.fixture(scope="module", params=["fresh", "zygote"])
-def launcher(request):
-    """Every protection must hold for a freshly started worker and for one forked from a zygote."""
-    if request.param == "fresh":
-        yield None
-        return
-    zygote = Zygote([], worker_env("cpu"))
-    yield zygote
-    zygote.close()
-
-
 def run(source: str, zygote=None, role: str = "student", limits: Limits = LIMITS):
     """Define `probe()` in a worker, call it, return its value (str or float) or the worker's error."""
     worker = Worker(role, [{"label": "cell 1", "source": source}], [], "cpu", limits, zygote)
@@ -229,6 +218,21 @@ def test_a_reply_flood_is_bounded_in_memory_and_time(launcher):
     assert _rss_mb() - before < 400
 
 
+def test_a_100_mb_request_is_written_and_read_in_linear_time(launcher):
+    """A timed part's inputs for batch 1024 come to ~100 MB in one request. Read in 64 KB pieces with `bytes +=`
+    (and written with `data = data[n:]`), the same request took 116 s, past the 60 s per-call limit."""
+    import numpy as np
+    worker = Worker("student", [], [], "cpu", Limits(startup_timeout_s=20, call_timeout_s=20, memory_mb=3072,
+                                                      output_kb=64), launcher)
+    items = {f"k{i}": [np.ones((1024, 1, 8, 8), np.float32), np.zeros(1024, np.int64)] for i in range(300)}
+    try:
+        t0 = time.monotonic()
+        reply = worker.request({"op": "load", "items": items, "framework": "numpy"}, "while loading inputs")
+        assert reply["ok"] and time.monotonic() - t0 < 15, (reply, time.monotonic() - t0)
+    finally:
+        worker.close()
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -351,7 +355,8 @@ def test_the_worker_of_a_parallel_check_keeps_running_while_a_neighbour_is_attac
         if not {"pidns", "uid"} <= set(neighbour.isolation):  # outside a jail this attack would hit the machine
             pytest.skip(f"needs a PID namespace and a uid of its own: {neighbour.isolation_missing}")
         attack = ("import os, signal\ndef probe():\n    for p in range(2, 1 << 16):\n        try:\n"
-                  "            os.kill(p, signal.SIGKILL)\n        except OSError:\n            pass\n    return 'tried'")
+                  "            os.kill(p, signal.SIGKILL)\n        except OSError:\n"
+                  "            pass\n    return 'tried'")
         assert run(attack, launcher) == "tried"
         reply = neighbour.request({"op": "call", "fn": "probe", "args": [], "framework": "numpy"}, "in probe")
         assert reply["output"]["value"] == "alive"

@@ -4,21 +4,9 @@ import time
 import pytest
 
 from autograder._registry import Limits
-from autograder._sandbox import Worker, WorkerError, worker_env
-from autograder._zygote import Zygote
+from autograder._sandbox import Worker, WorkerError
 
 LIMITS = Limits(startup_timeout_s=8, call_timeout_s=8, memory_mb=512, output_kb=64)
-
-
-@pytest.fixture(scope="module", params=["fresh", "zygote"])
-def launcher(request):
-    """Every limit must hold for a freshly started worker and for one forked from a zygote."""
-    if request.param == "fresh":
-        yield None
-        return
-    zygote = Zygote([], worker_env("cpu"))
-    yield zygote
-    zygote.close()
 
 
 def start(source, zygote):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not (os.path.isdir("/proc/self/task") and hasatt
 
 def _child(code):
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    worker = SimpleNamespace(proc=proc)  # all that these Worker methods read: the process's pid
+    worker = SimpleNamespace(proc=proc, jail_pid=None)  # what these Worker methods read: the pid, no jail
     worker.pin = lambda cpus: Worker.pin(worker, cpus)
     return proc, worker
 

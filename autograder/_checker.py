@@ -70,7 +70,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         except WorkerError as e:  # no verdict is possible: every part fails, saying why (never a mark)
             result.error = f"the grader's reference worker did not start: {str(e).removeprefix('your code ')}"
             result.parts = [_part_result(parts[pid], FAILED, f"not checked: {result.error}") for pid in part_ids]
-            result.isolation = "not started"
+            result.isolation, result.device = "not started", f"{device} (not started)"
         else:
             _judge(result, spec, exercise, part_ids, parts, frameworks, seed, started, student, reference,
                    has_reference)

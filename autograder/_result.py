@@ -87,8 +87,8 @@ class CheckResult:
             if part_details_text(p):
                 lines.append(f"    {'':<18}        {part_details_text(p)}")
         nxt = self.first_failure()
-        if nxt is not None and nxt.status == FAILED:
-            lines.append(f"  hint ({nxt.id}): {nxt.hint}")
+        if nxt is not None and nxt.status == FAILED and not nxt.message.startswith("not checked:"):
+            lines.append(f"  hint ({nxt.id}): {nxt.hint}")   # a hint helps with a part that was checked
         return "\n".join(lines)
 
     __str__ = summary

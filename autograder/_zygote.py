@@ -142,7 +142,10 @@ class Zygote:
     def _read(self) -> None:
         buf = b""
         while True:
-            chunk = self._sock.recv(65536)
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:  # close() closed the socket under us: the same end as the zygote's exit
+                break
             if not chunk:
                 break
             buf += chunk

@@ -13,6 +13,7 @@ import pytest
 
 from classroom import (ASSIGNMENT, ESCAPED_MARKER, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
                        submit_red_team, with_solution)
+from conftest import processes_with
 
 pytestmark = pytest.mark.slow
 SHORT_LIMITS = """
@@ -89,15 +90,7 @@ def test_each_attack_scores_zero_where_it_attacks_with_a_clear_reason(red_class,
 def test_no_process_a_submission_started_outlives_the_grading(red_class):
     """The `escapes` submission double-forks a setsid `sleep ESCAPED_MARKER`; the `stops_neighbours` one leaves a
     detached loop SIGSTOPping every grader process it can see. Neither survives its check."""
-    leftovers = []
-    for name in os.listdir("/proc"):
-        try:
-            cmdline = open(f"/proc/{name}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if name.isdigit() and ESCAPED_MARKER.encode() in cmdline:
-            leftovers.append((name, cmdline))
-    assert not leftovers
+    assert not processes_with(ESCAPED_MARKER)
 
 
 def test_the_gradebook_and_solutions_are_intact(red_class):
@@ -161,6 +154,29 @@ def test_an_interrupted_run_keeps_finished_grades_and_grades_only_the_rest(tmp_p
     # Solutions score 10, or 9 when the 1-point timed part misses on a machine this loaded (two graders on two
     # cores beside the other test worker: measured once in CI); blanks score 0. Timing is tested alone elsewhere.
     assert scores["s1"] == scores["s3"] == 0 and scores["s0"] in (9, 10) and scores["s2"] in (9, 10), scores
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_stops_clash_grade_as_ctrl_c_does(tmp_path, sig):
+    """Finished grades are kept, the run says so and exits 130, and no process a submission started survives."""
+    course = make_course(tmp_path)
+    marker = f"{800 + os.getpid() % 100}.{int(time.time()) % 10000}"
+    spins = f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execv('/bin/sleep', ['sleep', '{marker}'])\n" \
+            "while True:\n    pass\n"
+    submit(course, "spinner", with_solution(torch_fit=spins))
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, "--workers", "1"],
+                            cwd=course, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with(marker), "control: the submission's process runs while it is graded"
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted" in out, out
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_with(marker)
 
 
 def test_dask_local_cluster_grades_the_same(tmp_path):

@@ -15,6 +15,7 @@ from autograder import _jail
 from autograder._registry import Limits
 from autograder._sandbox import Worker, WorkerError, cpu_seconds_limit, worker_env
 from autograder._zygote import Zygote
+from conftest import processes_with
 
 LIMITS = Limits(startup_timeout_s=20, call_timeout_s=20, memory_mb=1024, output_kb=64)
 ROOT_ONLY = os.geteuid() == 0
@@ -132,17 +133,6 @@ def probe():
 '''
 
 
-def _with_marker(marker: str) -> list[int]:
-    pids = []
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and marker.encode() in open(f"/proc/{name}/cmdline", "rb").read():
-                pids.append(int(name))
-        except OSError:
-            pass
-    return pids
-
-
 def test_a_double_forked_setsid_child_dies_with_the_check_and_close_is_quick(launcher):
     marker = f"{600 + os.getpid() % 1000}.{int(time.time()) % 10000}"
     worker = Worker("student", [{"label": "cell 1", "source": ESCAPE.format(marker=marker)}], [], "cpu", LIMITS,
@@ -151,17 +141,17 @@ def test_a_double_forked_setsid_child_dies_with_the_check_and_close_is_quick(lau
         reply = worker.request({"op": "call", "fn": "probe", "args": [], "framework": "numpy"}, "in probe")
         assert reply["ok"]
         deadline = time.monotonic() + 5
-        while not _with_marker(marker) and time.monotonic() < deadline:
+        while not processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _with_marker(marker), "control: the escaped child is alive while the check runs"
+        assert processes_with(marker), "control: the escaped child is alive while the check runs"
     finally:
         t0 = time.monotonic()
         worker.close()
         closed_in = time.monotonic() - t0
     deadline = time.monotonic() + 5
-    while _with_marker(marker) and time.monotonic() < deadline:
+    while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _with_marker(marker), "the escaped child outlived the check"
+    assert not processes_with(marker), "the escaped child outlived the check"
     assert closed_in < 5, closed_in
 
 
@@ -284,16 +274,16 @@ def test_sigterm_and_sighup_to_clash_check_leave_no_worker_running(tmp_path):
                                 str(notebook), "--framework", "torch"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(scratch)})
         deadline = time.monotonic() + 120
-        while not _with_marker(marker) and time.monotonic() < deadline:
+        while not processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _with_marker(marker), "control: the student's process runs while the check does"
+        assert processes_with(marker), "control: the student's process runs while the check does"
         assert any(scratch.iterdir()), "control: the check's scratch folders exist while it runs"
         cli.send_signal(sig)
         status = cli.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while _with_marker(marker) and time.monotonic() < deadline:
+        while processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _with_marker(marker), f"a student process outlived clash check after {sig.name}"
+        assert not processes_with(marker), f"a student process outlived clash check after {sig.name}"
         if sig != signal.SIGKILL:
             assert status > 0, f"{sig.name} killed clash check instead of stopping it ({status})"
             assert not any(scratch.iterdir()), f"scratch folders left after {sig.name}: {list(scratch.iterdir())}"

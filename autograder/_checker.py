@@ -20,7 +20,9 @@ FRAMEWORK_CHOICES = ("both", "torch", "tensorflow")
 
 
 class CheckError(RuntimeError):
-    """The check itself could not run (no reference worker, a device that is not there): not a grade."""
+    """The check itself could not run: not a grade. Kept for callers that catch it; `run_check` itself reports a
+    reference worker that did not start (a device that is not there, say) as failed parts with the reason, so that
+    no face can mistake it for a result."""
 
 
 def run_check(target: str, *, notebook: str | Path | None = None, sources: list[tuple[str, str]] | None = None,
@@ -29,9 +31,10 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     """Check an exercise (or one part: 'EXERCISE.PART') and return its result.
 
     `sources` are (label, code) pairs, e.g. the cells a kernel has run; otherwise the code cells of
-    `notebook` (by default the exercise's notebook in exercises/). Raises NotebookError or RegistryError
-    for input that cannot be checked at all. A `zygote` (autograder._zygote) forks the workers instead of
-    starting fresh interpreters: for grading many notebooks.
+    `notebook` (by default the exercise's notebook in exercises/). Raises NotebookError or RegistryError for
+    input that cannot be checked at all; any other failure is a failed part with its reason, never a mark. A
+    `zygote` (autograder._zygote) forks the workers instead of starting fresh interpreters: for grading many
+    notebooks.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")

@@ -1,9 +1,9 @@
 """The worker: runs one notebook's code in a fresh process and answers the parent's requests.
 
-Started as `python -I -m autograder._harness REQ_FD REPLY_FD`, so this module is imported before any
-student code. It is *not* trusted: the student's code runs in this process and may patch anything here.
-That is fine by design: it only computes and reports plain data; the parent draws the inputs, keeps the
-clock, compares and decides.
+Started as `python -I -m autograder._harness REQ_FD REPLY_FD [--jail]` (or forked by a zygote), so this module is
+imported before any student code. A student's worker enters the jail (autograder._jail) before it reads a request.
+It is *not* trusted: the student's code runs in this process and may patch anything here. That is fine by design:
+it only computes and reports plain data; the parent draws the inputs, keeps the clock, compares and decides.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ PROTECTIONS = {
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 _CLONE_NEWPID, _CLONE_NEWNET = 0x20000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _MNT_DETACH = 1, 2
 UID_BASE = 1_600_000_000   # + the jailed process's pid: unique among live workers, no real account's
 NPROC = 1024               # processes and threads of one jailed worker (TensorFlow alone starts dozens of threads)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -181,15 +181,26 @@ def _expose(blocked: dict[str, list[str]], scratch: str) -> None:
                 _mount(source, target, None, _MS_BIND | _MS_REC)
                 staged.append((name, target, is_dir))
             _mount("tmpfs", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
-            for name, target, is_dir in staged:
-                dest = os.path.join(folder, name)
-                os.mkdir(dest) if is_dir else open(dest, "w").close()
-                _mount(target, dest, None, _MS_MOVE)
-    finally:
+            try:
+                for name, target, is_dir in staged:
+                    dest = os.path.join(folder, name)
+                    os.mkdir(dest) if is_dir else open(dest, "w").close()
+                    _mount(target, dest, None, _MS_MOVE)
+            except OSError:  # uncover the folder again: the worker keeps its Python, and reports `uid` as missing
+                _libc.umount2(folder.encode(), _MNT_DETACH)
+                raise
+    finally:  # after a failure a staged mount may still be there: detach it, then remove what is left
         for entry in os.listdir(stage):
             path = os.path.join(stage, entry)
-            os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
-        os.rmdir(stage)
+            _libc.umount2(path.encode(), _MNT_DETACH)
+            try:
+                os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(stage)
+        except OSError:
+            pass
 
 
 def _drop_root(jail: Jail, scratch: str) -> None:

@@ -207,6 +207,10 @@ PAIRS = (("torch_eager", "tf_function"), ("torch_eager", "tf_xla"), ("torchscrip
 # graph mode's tracing or compiling (0.3-5 s) into a 12-step mean: 3-40x off.
 BAND = 2.5
 SCALES_BAND = BAND
+# A miss is measured again before it fails: one busy spell of the machine during a student's few-millisecond
+# timings (the solution missed 1 run in 14 on an idle 2-core machine, and an alternative once in CI) must not fail
+# a correct benchmark, while one that types in or ignores its numbers misses every time.
+ATTEMPTS = 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -389,11 +393,15 @@ def benchmark(ctx):
     a, b = PAIRS[int(ctx.rng.integers(len(PAIRS)))]
     modes = [a, b] if ctx.rng.integers(2) else [b, a]
     batch = int(ctx.rng.choice([32, 64, 128, 256]))
-    mine = dict(zip(modes, _student_times(ctx, modes, batch, 12, 3)))
-    grader = _grader_times(ctx, {m: (m, batch) for m in modes})
-    ratio, want = mine[a] / mine[b], grader[a] / grader[b]
+    for attempt in range(1, ATTEMPTS + 1):
+        mine = dict(zip(modes, _student_times(ctx, modes, batch, 12, 3)))
+        grader = _grader_times(ctx, {m: (m, batch) for m in modes})
+        ratio, want = mine[a] / mine[b], grader[a] / grader[b]
+        if 1 / BAND <= ratio / want <= BAND:
+            break
     ctx.details.update(modes=modes, batch=batch, student_ms={m: mine[m] * 1e3 for m in modes},
-                       grader_ms={m: grader[m] * 1e3 for m in modes}, ratio=ratio, grader_ratio=want)
+                       grader_ms={m: grader[m] * 1e3 for m in modes}, ratio=ratio, grader_ratio=want,
+                       attempts=attempt)
     where = f"on {ctx.device}, batch {batch}"
     if not 1 / BAND <= ratio / want <= BAND:
         inflated = [m for m in modes if mine[m] > BAND * grader[m]]
@@ -401,8 +409,8 @@ def benchmark(ctx):
                f"include the first calls (tracing, compiling)?" if inflated else "")
         ctx.fail(f"your benchmark says {a} takes {_ms(mine[a])} and {b} {_ms(mine[b])} per step ({a}/{b} = "
                  f"{ratio:.2f}); the grader's clock says {_ms(grader[a])} and {_ms(grader[b])} ({want:.2f}) {where}: "
-                 f"more than {BAND:g}x apart.{why} Run `warmup` untimed steps per mode first, time each step "
-                 f"(synchronising the device before reading the clock) and return the median")
+                 f"more than {BAND:g}x apart, {_twice()}.{why} Run `warmup` untimed steps per mode first, time each "
+                 f"step (synchronising the device before reading the clock) and return the median")
     return (f"{a}/{b} = {ratio:.2f} by your benchmark, {want:.2f} by the grader's clock ({_ms(mine[a])} vs "
             f"{_ms(mine[b])} per step, {where})")
 
@@ -412,19 +420,27 @@ def benchmark_scales(ctx):
     # that ignores the batch size cannot pass; PyTorch eager grows only ~3x here, too close to it.
     mode = str(ctx.rng.choice(["tf_function", "tf_xla"]))
     small, large = 32, 1024
-    mine_small = _student_times(ctx, [mode], small, 7, 2)[0]
-    mine_large = _student_times(ctx, [mode], large, 7, 2)[0]
-    grader = _grader_times(ctx, {"small": (mode, small), "large": (mode, large)})
-    growth, want = mine_large / mine_small, grader["large"] / grader["small"]
+    for attempt in range(1, ATTEMPTS + 1):
+        mine_small = _student_times(ctx, [mode], small, 7, 2)[0]
+        mine_large = _student_times(ctx, [mode], large, 7, 2)[0]
+        grader = _grader_times(ctx, {"small": (mode, small), "large": (mode, large)})
+        growth, want = mine_large / mine_small, grader["large"] / grader["small"]
+        if 1 / SCALES_BAND <= growth / want <= SCALES_BAND:
+            break
     ctx.details.update(mode=mode, student_ms=[mine_small * 1e3, mine_large * 1e3],
-                       grader_ms=[grader["small"] * 1e3, grader["large"] * 1e3], growth=growth, grader_growth=want)
+                       grader_ms=[grader["small"] * 1e3, grader["large"] * 1e3], growth=growth, grader_growth=want,
+                       attempts=attempt)
     if not 1 / SCALES_BAND <= growth / want <= SCALES_BAND:
         ctx.fail(f"with batch {small} -> {large} your benchmark's {mode} step goes from {_ms(mine_small)} to "
                  f"{_ms(mine_large)} ({growth:.2f}x); the grader's clock says {_ms(grader['small'])} to "
-                 f"{_ms(grader['large'])} ({want:.2f}x) on {ctx.device}. A benchmark must time the step it is asked "
-                 f"for, at the batch size it is given, every time it is called")
+                 f"{_ms(grader['large'])} ({want:.2f}x) on {ctx.device}, {_twice()}. A benchmark must time the step "
+                 f"it is asked for, at the batch size it is given, every time it is called")
     return (f"{mode}: batch {small} -> {large} costs {growth:.1f}x by your benchmark, {want:.1f}x by the grader's "
             f"clock")
+
+
+def _twice() -> str:
+    return f"measured {ATTEMPTS} times" if ATTEMPTS > 1 else "measured once"
 
 
 PARTS = {f.__name__: f for f in (equivalence, converges, benchmark, benchmark_scales)}

@@ -74,45 +74,38 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
             result.error = f"the grader's reference worker did not start: {str(e).removeprefix('your code ')}"
             result.parts = [_part_result(parts[pid], FAILED, f"not checked: {result.error}") for pid in part_ids]
             result.isolation, result.device = "not started", f"{device} (not started)"
-        else:
-            _judge(result, spec, exercise, part_ids, parts, frameworks, seed, started, student, reference,
-                   has_reference)
+            return result
+        try:
+            ready = student.wait_ready()
+        except WorkerError as e:
+            result.error = str(e)
+            ready = None
+        info = reference.ready["info"]   # the device and versions: from the course's own worker
+        result.device = _device_words(info)
+        result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
+        result.isolation = ", ".join(student.isolation) if student.jail_pid else "not started"
+        result.isolation_missing = dict(student.isolation_missing)
+        result.timings["startup"] = time.perf_counter() - started
+        cell_errors = ready["cell_errors"] if ready else []
+        # Timed parts go last, when the reference worker has nothing else to do.
+        order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
+        results = {}
+        for pid in order:
+            part = parts[pid]
+            rng = np.random.default_rng([seed, exercise.parts.index(part)])
+            t0 = time.perf_counter()
+            if result.error:
+                results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
+            else:
+                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
+                results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
+            result.timings[pid] = time.perf_counter() - t0
+        result.parts = [results[pid] for pid in part_ids]
+        return result
     finally:
         student.close()
         reference.close()
-    result.timings["total"] = time.perf_counter() - started
-    return result
-
-
-def _judge(result: CheckResult, spec, exercise, part_ids, parts, frameworks, seed: int, started: float,
-           student: Worker, reference: Worker, has_reference: bool) -> None:
-    """Every part's verdict, once the reference worker is ready."""
-    try:
-        ready = student.wait_ready()
-    except WorkerError as e:
-        result.error = str(e)
-        ready = None
-    info = reference.ready["info"]   # the device and versions: from the course's own worker
-    result.device = _device_words(info)
-    result.versions = {k: v for k, v in info.items() if k in ("torch", "tensorflow")}
-    result.isolation = ", ".join(student.isolation) if student.jail_pid else "not started"
-    result.isolation_missing = dict(student.isolation_missing)
-    result.timings["startup"] = time.perf_counter() - started
-    cell_errors = ready["cell_errors"] if ready else []
-    # Timed parts go last, when the reference worker has nothing else to do.
-    order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
-    results = {}
-    for pid in order:
-        part = parts[pid]
-        rng = np.random.default_rng([seed, exercise.parts.index(part)])
-        t0 = time.perf_counter()
-        if result.error:
-            results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
-        else:
-            ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
-            results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
-        result.timings[pid] = time.perf_counter() - t0
-    result.parts = [results[pid] for pid in part_ids]
+        result.timings["total"] = time.perf_counter() - started
 
 
 def _device_words(info: dict) -> str:

@@ -243,7 +243,7 @@ def _write_or_fail(api, course: Course, assignment: str, sub: Submission, record
     try:
         _write(api, course, assignment, sub, record)
     except Exception as e:
-        reason = f"could not write the grade: {grading.grader_error(e)}"
+        reason = f"{grading.WRITE_FAULT} {grading.grader_error(e)}"
         failed = grading.failed_record(course.module(assignment).exercise, reason, record.get("key", ""))
         sub.record = failed | {"digest": sub.digest}  # no written_by: the next run tries this one again
         grading.save_record(course.root, assignment, sub.student, sub.record)

@@ -27,6 +27,11 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1                         # ABI 4
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1                      # ABI 6
 
 
+_libc = ctypes.CDLL(None, use_errno=True) if platform.system() == "Linux" else None
+if _libc is not None:
+    _libc.syscall.restype = ctypes.c_long
+
+
 class _RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
                 ("scoped", ctypes.c_uint64)]
@@ -50,30 +55,29 @@ def handled_fs(abi: int) -> int:
 
 def abi_version() -> int:
     """Landlock's ABI version in this kernel; 0 where there is none (or not Linux)."""
-    if platform.system() != "Linux":
+    if _libc is None:
         return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return max(0, libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)))
+    return max(0, _libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)))
+
+
+def _unavailable(why: str) -> tuple[list[str], dict[str, str]]:
+    return [], {"fs": why, "net-landlock": why, "signal-landlock": why}
 
 
 def restrict(rules: dict[str, int]) -> tuple[list[str], dict[str, str]]:
     """Allow each path in `rules` the rights it maps to, deny every other file access, all TCP and all signals
     and abstract sockets out of the domain. Returns (what is enforced, {what is missing: why})."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    libc = _libc
     abi = abi_version()
     if abi < 1:
-        why = "Landlock needs Linux 5.13+" if platform.system() == "Linux" else "Landlock needs Linux"
-        return [], {"fs": why, "net-landlock": why, "signal-landlock": why}
+        return _unavailable("Landlock needs Linux 5.13+" if platform.system() == "Linux" else "Landlock needs Linux")
     fs = handled_fs(abi)
     attr = _RulesetAttr(fs, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
                         (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8   # the struct as this ABI knows it
     ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
-        why = f"Landlock refused a ruleset: {os.strerror(ctypes.get_errno())}"
-        return [], {"fs": why, "net-landlock": why, "signal-landlock": why}
+        return _unavailable(f"Landlock refused a ruleset: {os.strerror(ctypes.get_errno())}")
     try:
         for path, rights in rules.items():
             try:

@@ -17,7 +17,7 @@ import time
 import weakref
 from contextlib import contextmanager
 
-from autograder._protocol import MAX_LINE, MAX_TOTAL, ProtocolError, decode, encode
+from autograder._protocol import MAX_LINE, MAX_TOTAL, Lines, ProtocolError, decode, encode
 from autograder._registry import Limits
 
 _SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL", signal.SIGABRT: "an abort",
@@ -139,7 +139,7 @@ class Worker:
     def _read_replies(self) -> None:
         """Read the worker's lines: each at most MAX_LINE, all together at most MAX_TOTAL, in linear time. Anything
         unreadable, unasked for or out of turn fails the worker; no error escapes this thread silently."""
-        buf, total = bytearray(), 0
+        lines, total = Lines(), 0
         try:
             with os.fdopen(self._rep_r, "rb", buffering=0) as f:
                 while self.failure is None:
@@ -150,16 +150,10 @@ class Worker:
                     if total > MAX_TOTAL:
                         self._fail(f"sent more than {MAX_TOTAL >> 20} MB of replies")
                         break
-                    scan = len(buf)
-                    buf += chunk
-                    while (end := buf.find(b"\n", scan)) >= 0:
-                        line = bytes(buf[:end])
-                        del buf[:end + 1]   # deleting a bytearray's head is O(1) amortised in CPython
-                        scan = 0
+                    lines.feed(chunk)
+                    while self.failure is None and (line := lines.next()) is not None:
                         self._handle(line)
-                        if self.failure is not None:
-                            break
-                    if len(buf) > MAX_LINE:
+                    if len(lines) > MAX_LINE:
                         self._fail(f"sent a reply larger than {MAX_LINE >> 20} MB")
         except Exception as e:  # a bug here must still end in a clean failure, never a silent stall
             self._fail(f"broke the reply protocol ({type(e).__name__}: {str(e)[:100]})")
@@ -387,13 +381,12 @@ class Worker:
     def wait_ready(self) -> dict:
         if self.ready is None:
             try:
-                ready = self.receive(self.limits.startup_timeout_s, "while running the notebook's cells")
+                self.ready = self.receive(self.limits.startup_timeout_s, "while running the notebook's cells")
             except WorkerError as e:
                 where = f" ({self.running_cell} was running)" if self.running_cell else ""
                 raise WorkerError(f"{e}{where}") from None
-            if not ready.get("ok"):
-                raise WorkerError(str(ready.get("error"))[:500])
-            self.ready = ready
+        if not self.ready.get("ok"):
+            raise WorkerError(str(self.ready.get("error"))[:500])
         return self.ready
 
     def request(self, message: dict, doing: str, timeout: float | None = None) -> dict:

@@ -29,6 +29,7 @@ def _serve(sock: socket.socket, frameworks: list[str]) -> None:
     import importlib
 
     import autograder._harness as harness  # noqa: F401  (imported before any fork, as a fresh worker would)
+    import autograder._jail as jail  # noqa: F401  (and the jail, with its libc handle: not once per child)
     for name in frameworks:
         try:
             importlib.import_module(name)

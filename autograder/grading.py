@@ -94,12 +94,13 @@ def grader_error(e: BaseException) -> str:
 # Reasons that are the grader's fault, not the submission's: `clash grade` checks such a submission again next run.
 GRADER_FAULT = "grader error:"
 REFERENCE_FAULT = "the grader's reference worker did not start"
+WRITE_FAULT = "could not write the grade:"
 
 
 def grader_at_fault(record: dict) -> bool:
     reason = record.get("reason", "")
     return record.get("status") == FAILED and (reason.startswith(GRADER_FAULT) or REFERENCE_FAULT in reason
-                                               or "could not write the grade" in reason)
+                                               or reason.startswith(WRITE_FAULT))
 
 
 def decide(course: Course, assignment: str, nb: dict, zygote=None, device: str = "auto") -> dict:

@@ -2,6 +2,8 @@
 (a subclassed module, the Keras functional API, a hand-written GradientTape loop, torch.utils.benchmark) pass.
 The report cells (training curves and the six-mode benchmark, torch.compile included) stay in these notebooks: their
 `# clash-report` first line keeps them out of the grader's workers."""
+import json
+
 import pytest
 
 from autograder import run_check
@@ -197,3 +199,13 @@ def test_other_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(module.solution, ALTERNATIVES, tmp_path / "alternatives.ipynb")
     result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, [(p.id, p.message) for p in result.parts if not p.passed]
+
+
+def test_the_exercise_states_the_graders_own_bands(course):
+    """The bands a student's benchmark must meet are quoted from the grader's constants, so the text cannot drift."""
+    from autograder.exercises import m09_capstone as spec
+    text = json.loads(course.module(M).exercise_notebook.read_text())
+    prose = " ".join("".join(c["source"]) for c in text["cells"] if c["cell_type"] == "markdown")
+    prose = " ".join(prose.split())
+    assert f"within {spec.BAND:g}x of its ratio" in prose
+    assert f"within {spec.SCALES_BAND:g}x of the growth" in prose

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import secrets
 import time
 from pathlib import Path
@@ -62,8 +63,9 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
 
     limits = limits or course.limits
     parts = {p.id: p for p in exercise.parts}
-    student = Worker("student", student_cells, frameworks, device, limits, zygote)
-    reference = Worker("reference", reference_cells, frameworks, device, limits, zygote)
+    grader = worker_module(module.spec_module)
+    student = Worker("student", student_cells, frameworks, device, limits, zygote, grader)
+    reference = Worker("reference", reference_cells, frameworks, device, limits, zygote, grader)
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
                          notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
                          frameworks=frameworks)
@@ -106,6 +108,13 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         student.close()
         reference.close()
         result.timings["total"] = time.perf_counter() - started
+
+
+def worker_module(spec_module: str) -> str | None:
+    """The exercise's grader code that runs in the workers: autograder.worker.<the spec's name>, if there is one.
+    Found without importing it: it may import a framework this process has not loaded."""
+    name = "autograder.worker." + spec_module.rsplit(".", 1)[-1]
+    return name if importlib.util.find_spec(name) is not None else None
 
 
 def _device_words(info: dict) -> str:

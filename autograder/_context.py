@@ -34,6 +34,7 @@ class Context:
 
     # -- calling -------------------------------------------------------------------------------------
     def _student_reply(self, reply: dict, fn: str) -> dict:
+        fn = fn.removeprefix("@")
         if reply.get("ok"):
             return reply
         error = str(reply.get("error", "failed"))
@@ -51,27 +52,42 @@ class Context:
             raise GraderError(f"the reference solution failed: {reply.get('error')}")
         return reply
 
-    def call(self, fn: str, args: list, framework: str) -> dict:
-        """Call the student's `fn` on tensors made from `args`; return its described output."""
-        reply = self.student.request({"op": "call", "fn": fn, "args": args, "framework": framework}, f"in {fn}")
-        return self._student_reply(reply, fn)["output"]
+    @staticmethod
+    def _message(fn: str, args: list, framework: str, blame: str | None, bind: list | None) -> tuple[dict, str]:
+        """A call request, and the student's function it stands for: `fn` itself, or for a grader function
+        ("@name", autograder.worker.<exercise>.name, given a view of the notebook first) the `blame` name."""
+        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
+        if bind:
+            message["bind"] = bind
+        if blame:
+            message["blame"] = blame
+        return message, blame or fn
 
-    def call_both(self, fn: str, args: list, framework: str) -> tuple[dict, dict]:
+    def call(self, fn: str, args: list, framework: str, blame: str | None = None, bind: list | None = None) -> dict:
+        """Call the student's `fn` (or the grader's "@fn", which calls the student's `blame`) on tensors made from
+        `args`; return its described output."""
+        message, name = self._message(fn, args, framework, blame, bind)
+        reply = self.student.request(message, f"in {name}")
+        return self._student_reply(reply, name)["output"]
+
+    def call_both(self, fn: str, args: list, framework: str, blame: str | None = None,
+                  bind: list | None = None) -> tuple[dict, dict]:
         """The student's and the reference's `fn` on the same inputs, computed concurrently."""
         if not self.has_reference:
             raise NeedsReference
-        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
+        message, name = self._message(fn, args, framework, blame, bind)
         self.student.send(message)
         self.reference.send(message)
-        mine = self.student.receive(self.student.limits.call_timeout_s, f"in {fn}")
-        ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {fn}")
-        return self._student_reply(mine, fn)["output"], self._reference_reply(ref)["output"]
+        mine = self.student.receive(self.student.limits.call_timeout_s, f"in {name}")
+        ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {name}")
+        return self._student_reply(mine, name)["output"], self._reference_reply(ref)["output"]
 
-    def call_reference(self, fn: str, args: list, framework: str) -> dict:
+    def call_reference(self, fn: str, args: list, framework: str, bind: list | None = None) -> dict:
         """Call `fn` in the clean reference worker only (e.g. the grader's own model, for ground truth)."""
         if not self.has_reference:
             raise NeedsReference
-        reply = self.reference.request({"op": "call", "fn": fn, "args": args, "framework": framework}, f"in {fn}")
+        message, name = self._message(fn, args, framework, None, bind)
+        reply = self.reference.request(message, f"in {name}")
         return self._reference_reply(reply)["output"]
 
     def introspect(self, op: str, fn: str, args: list | None = None):
@@ -97,17 +113,22 @@ class Context:
             worker.close()
         return transcripts
 
-    def fresh_worker(self, cells: list[dict], frameworks: list[str], device: str | None = None) -> Worker:
+    def fresh_worker(self, cells: list[dict], frameworks: list[str], device: str | None = None,
+                     grader: str | None = None) -> Worker:
         """A new isolated worker running only the grader's `cells` ([{"label", "source"}]), no notebook: where a
         student's artefact (an exported program, a TorchScript archive) is loaded and run. Never the reference
         worker, which is unconfined and can read the solutions. It starts at once; the caller closes it."""
         zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
-        return Worker("student", cells, frameworks, device or self.device, self.student.limits, zygote)
+        return Worker("student", cells, frameworks, device or self.device, self.student.limits, zygote,
+                      grader or self.student.grader)
 
     @staticmethod
-    def fresh_call(worker: Worker, fn: str, args: list, framework: str, doing: str) -> dict:
+    def fresh_call(worker: Worker, fn: str, args: list, framework: str, doing: str, bind: list | None = None) -> dict:
         """Call the grader's `fn` in a fresh worker; its failure is the artefact's, told as `doing: error`."""
-        reply = worker.request({"op": "call", "fn": fn, "args": args, "framework": framework}, doing)
+        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
+        if bind:
+            message["bind"] = bind
+        reply = worker.request(message, doing)
         if not reply.get("ok"):
             raise Mismatch(f"{doing}: {reply.get('error')}")
         return reply["output"]
@@ -256,12 +277,13 @@ class Context:
         process's clocks. The other side is frozen meanwhile: a student's thread that burns CPU while the baseline runs
         (to slow it down) cannot run at all."""
         idle = self.student if worker is self.reference else self.reference
+        fn, bind = (fn, None) if isinstance(fn, str) else fn   # ("@name", [bound args]): a grader function
         worker.wait_ready()
         idle.pause()
         try:
             c0 = worker.cpu_seconds() if cpu else None
             t0 = time.perf_counter()
-            reply = worker.request({"op": "run", "fn": fn, "ids": ids}, f"while timing {fn}")
+            reply = worker.request({"op": "run", "fn": fn, "ids": ids, "bind": bind}, f"while timing {fn}")
             elapsed = time.perf_counter() - t0
             c1 = worker.cpu_seconds() if cpu else None
         finally:
@@ -274,7 +296,8 @@ class Context:
         sample = list(inputs)[:: max(1, len(inputs) // 12)]
         self.reference.request({"op": "load", "items": {k: inputs[k] for k in sample}, "framework": framework},
                                "while loading inputs")
-        reply = self._reference_reply(self.reference.request({"op": "run", "fn": baseline, "ids": sample},
+        fn, bind = (baseline, None) if isinstance(baseline, str) else baseline
+        reply = self._reference_reply(self.reference.request({"op": "run", "fn": fn, "ids": sample, "bind": bind},
                                                              "while verifying"))
         for key, want in zip(sample, reply["outputs"]):
             n = len(want["items"]) if "items" in want else 1

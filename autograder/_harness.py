@@ -8,6 +8,7 @@ it only computes and reports plain data; the parent draws the inputs, keeps the 
 from __future__ import annotations
 
 import builtins
+import importlib
 import linecache
 import os
 import resource
@@ -25,6 +26,8 @@ _TF_FUNCTION: tuple = ()  # tf.function's class and methods, captured before any
 _NS: dict = {}
 _LOADED: dict = {}
 _CELL_PREFIX = "<clash "
+_GRADER: str | None = None   # the exercise's worker-side module (autograder.worker.<name>), imported on first use
+GRADER_PREFIX = "@"          # a request's fn "@name" is the grader module's `name`; any other fn is the student's
 
 
 class _Missing(Exception):
@@ -112,13 +115,17 @@ def _where(exc: BaseException) -> str:
     return f" (at {f.filename[len(_CELL_PREFIX):-1]}, line {f.lineno})"
 
 
-def _blamed(fn: str | None, exc: BaseException) -> str | None:
-    """The function to name in an error: a grader helper (`_clash_*`) called the student's code, so name the
-    student's function the traceback ends in, not the helper the parent asked for."""
-    if not (fn or "").startswith("_clash"):
+def _blamed(req: dict, exc: BaseException) -> str | None:
+    """The function to name in an error. A grader function (`@name`) that called the student's code names the
+    student's function the traceback ends in; one that failed on its own (checking what the student's code
+    returned) names the student's function the request says it stands for (`blame`)."""
+    fn = req.get("fn") or ""
+    if not fn.startswith((GRADER_PREFIX, "_clash")):
         return fn
     frames = _student_frames(exc)
-    return frames[-1].name if frames and frames[-1].name != "<module>" else fn
+    if frames and frames[-1].name != "<module>":
+        return frames[-1].name
+    return req.get("blame") or fn[len(GRADER_PREFIX):]
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -199,6 +206,33 @@ def _function(name: str):
     return fn
 
 
+class Student:
+    """What grader code sees of the notebook: its names, read one at a time (`student.train_torch`), never its
+    globals. A name the notebook lacks reads as "NAME is not defined", the student's error, not the grader's."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in _NS:
+            raise _Missing(f"{name} is not defined")
+        return _NS[name]
+
+
+def _callable(fn: str, bind: list | None = None):
+    """The function a request names: the student's `fn`, or the grader's `@fn`, called with a Student view first
+    and then `bind`'s values (e.g. which of the grader's prepared steps to run)."""
+    if not fn.startswith(GRADER_PREFIX):
+        return _function(fn)
+    name = fn[len(GRADER_PREFIX):]
+    if _GRADER is None or name.startswith("_"):
+        raise RuntimeError(f"no grader function {name!r} (grader module {_GRADER})")
+    target = getattr(importlib.import_module(_GRADER), name)
+    student, bound = Student(), list(bind or [])
+    return lambda *args: target(student, *bound, *args)
+
+
 def _tf_function(name: str):
     """The named tf.function, read through the methods captured at start-up, not the student's attributes."""
     fn = _function(name)
@@ -272,14 +306,14 @@ def _answer(req: dict) -> dict:
     op = req.get("op")
     if op == "call":
         args = [_to_framework(a, req.get("framework", "numpy")) for a in req.get("args", [])]
-        return {"ok": True, "output": _describe(_function(req["fn"])(*args))}
+        return {"ok": True, "output": _describe(_callable(req["fn"], req.get("bind"))(*args))}
     if op == "load":
         framework = req.get("framework", "numpy")
         for key, args in req["items"].items():
             _LOADED[key] = [_to_framework(a, framework) for a in args]
         return {"ok": True}
     if op == "run":  # the parent times this whole request on its own clock
-        fn = _function(req["fn"])
+        fn = _callable(req["fn"], req.get("bind"))
         outputs = [fn(*_LOADED[key]) for key in req["ids"]]
         _sync()
         return {"ok": True, "outputs": [_describe(o) for o in outputs]}
@@ -320,6 +354,8 @@ def serve(rfd: int, wfd: int, jail=None) -> None:
     if setup is None:
         return
     device = setup.get("device", "auto")
+    global _GRADER
+    _GRADER = setup.get("grader")
     try:
         _limit_resources(int(setup.get("memory_mb", 4096)), float(setup.get("cpu_s", 0)), device)
         info = _import_frameworks(setup.get("frameworks", []), device)
@@ -345,12 +381,12 @@ def serve(rfd: int, wfd: int, jail=None) -> None:
             # NotImplementedError:"); one with a message is a real error, e.g. NumPy meeting a symbolic tensor.
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             if lines and lines[-1].removeprefix("NotImplementedError:").strip():
-                reply = {"ok": False, "error": f"{_blamed(req.get('fn'), exc)} raised {_describe_error(exc)}"}
+                reply = {"ok": False, "error": f"{_blamed(req, exc)} raised {_describe_error(exc)}"}
             else:
-                reply = {"ok": False, "error": f"{_blamed(req.get('fn'), exc)} is not written yet: "
+                reply = {"ok": False, "error": f"{_blamed(req, exc)} is not written yet: "
                                                f"it raises NotImplementedError{_where(exc)}"}
         except (Exception, SystemExit) as exc:
-            reply = {"ok": False, "error": f"{_blamed(req.get('fn'), exc)} raised {_describe_error(exc)}"}
+            reply = {"ok": False, "error": f"{_blamed(req, exc)} raised {_describe_error(exc)}"}
         channel.send(reply)
 
 

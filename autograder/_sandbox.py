@@ -98,7 +98,7 @@ class Worker:
     "student") runs jailed (autograder._jail); the reference runs the course's own code, unconfined."""
 
     def __init__(self, role: str, cells: list[dict], frameworks: list[str], device: str, limits: Limits,
-                 zygote=None):
+                 zygote=None, grader: str | None = None):
         self.role, self.limits = role, limits
         self.jailed = role == "student"
         self.replies: queue.Queue = queue.Queue()
@@ -132,7 +132,8 @@ class Worker:
         _live.add(self)
         for target in (self._read_replies, self._drain_output, self._watch_memory):
             threading.Thread(target=target, daemon=True).start()
-        self._send({"op": "setup", "cells": cells, "frameworks": frameworks, "device": device,
+        self.grader = grader   # the exercise's worker-side module, whose functions requests name as "@fn"
+        self._send({"op": "setup", "cells": cells, "frameworks": frameworks, "device": device, "grader": grader,
                     "memory_mb": limits.memory_mb, "cpu_s": cpu_seconds_limit(limits)})
 
     # -- threads -------------------------------------------------------------------------------------

@@ -6,14 +6,12 @@ teaching sentence when the answer is wrong. Every comparison happens here, in th
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 
+from autograder import _timing
 from autograder._compare import Mismatch, compare, leaves, tensor
 from autograder._registry import Part
-from autograder._sandbox import Worker, WorkerError, exclusive_timing, same_cpu
+from autograder._sandbox import Worker
 
 
 class NeedsReference(Exception):
@@ -192,40 +190,7 @@ class Context:
         time its work takes; and work handed to another process, which the CPU time of the worker would miss,
         still shows in the wall time.
         """
-        on_cpu = self.device == "cpu"
-        with exclusive_timing(self.student, self.reference), same_cpu(self.student, self.reference):
-            # Calibrate the batch size so one request takes about target_round_s.
-            cal = list(self._load(self.reference, "cal", 1, 4, make_args, framework))
-            self._timed(self.reference, baseline, cal)
-            t, _, _ = self._timed(self.reference, baseline, cal)
-            per_round = int(min(50, max(1, target_round_s / max(t / 4, 1e-6))))
-            n = warmup + rounds
-            self._load(self.reference, "a", n, per_round, make_args, framework)
-            fast_inputs = self._load(self.student, "b", n, per_round, make_args, framework)
-            times, cpu = {"a": [], "b": []}, {"a": [], "b": []}
-            fast_outputs = {}
-            for r in range(n):
-                sides = [("a", self.reference, baseline), ("b", self.student, fast)]
-                for side, worker, fn in sides if r % 2 == 0 else sides[::-1]:
-                    ids = [f"{side}{r}.{k}" for k in range(per_round)]
-                    elapsed, cpu_s, outputs = self._timed(worker, fn, ids, cpu=on_cpu)
-                    times[side].append(elapsed)
-                    cpu[side].append(cpu_s)
-                    if side == "b":
-                        fast_outputs.update(zip(ids, outputs))
-        a = statistics.median(times["a"][warmup:]) / per_round
-        b = statistics.median(times["b"][warmup:]) / per_round
-        ratio = a / b
-        self.details.update(baseline_us=a * 1e6, fast_us=b * 1e6, wall_ratio=ratio, threshold=self.threshold(),
-                            rounds=rounds, per_round=per_round)
-        if on_cpu and None not in cpu["a"] + cpu["b"]:
-            cpu_a, cpu_b = (statistics.median(cpu[side][warmup:]) for side in "ab")
-            if cpu_a > 0 and cpu_b > 0:
-                self.details.update(cpu_ratio=cpu_a / cpu_b)
-                ratio = min(ratio, cpu_a / cpu_b)
-        self.details.update(ratio=ratio)
-        self._verify_timed_outputs(baseline, fast, fast_inputs, fast_outputs, framework)
-        return ratio
+        return _timing.speedup(self, baseline, fast, make_args, framework, rounds, warmup, target_round_s)
 
     def speed_verdict(self, ratio: float, fast: str, baseline: str = "eager") -> str:
         """Fail when `ratio` (from speedup) is under the part's threshold; else the one-line success message."""
@@ -246,63 +211,7 @@ class Context:
         """
         if not self.has_reference:
             raise NeedsReference
-        labels = list(timed)
-        n = warmup + rounds
-        with exclusive_timing(self.student, self.reference):
-            per_round, ids = {}, {}
-            for i, label in enumerate(labels):
-                fn, make_args, framework = timed[label]
-                cal = list(self._load(self.reference, f"cal{i}.", 1, 2, make_args, framework))
-                self._timed(self.reference, fn, cal)
-                t, _, _ = self._timed(self.reference, fn, cal)
-                per_round[label] = int(min(50, max(1, target_round_s / max(t / 2, 1e-6))))
-                self._load(self.reference, f"t{i}.", n, per_round[label], make_args, framework)
-                ids[label] = [[f"t{i}.{r}.{k}" for k in range(per_round[label])] for r in range(n)]
-            times = {label: [] for label in labels}
-            for r in range(n):
-                shift = r % len(labels)
-                for label in labels[shift:] + labels[:shift]:
-                    elapsed, _, _ = self._timed(self.reference, timed[label][0], ids[label][r])
-                    times[label].append(elapsed / per_round[label])
-        return {label: statistics.median(times[label][warmup:]) for label in labels}
-
-    @staticmethod
-    def _load(worker: Worker, prefix: str, n_rounds: int, per_round: int, make_args, framework: str) -> dict:
-        items = {f"{prefix}{r}.{k}": make_args() for r in range(n_rounds) for k in range(per_round)}
-        worker.request({"op": "load", "items": items, "framework": framework}, "while loading inputs")
-        return items
-
-    def _timed(self, worker: Worker, fn: str, ids: list[str], cpu: bool = False) -> tuple[float, float | None, list]:
-        """One timed request: its wall time and, when `cpu`, the worker's CPU time (None without /proc), on this
-        process's clocks. The other side is frozen meanwhile: a student's thread that burns CPU while the baseline runs
-        (to slow it down) cannot run at all."""
-        idle = self.student if worker is self.reference else self.reference
-        fn, bind = (fn, None) if isinstance(fn, str) else fn   # ("@name", [bound args]): a grader function
-        worker.wait_ready()
-        idle.pause()
-        try:
-            c0 = worker.cpu_seconds() if cpu else None
-            t0 = time.perf_counter()
-            reply = worker.request({"op": "run", "fn": fn, "ids": ids, "bind": bind}, f"while timing {fn}")
-            elapsed = time.perf_counter() - t0
-            c1 = worker.cpu_seconds() if cpu else None
-        finally:
-            idle.resume()
-        ok = self._reference_reply(reply) if worker is self.reference else self._student_reply(reply, fn)
-        return elapsed, (c1 - c0 if c0 is not None and c1 is not None else None), ok["outputs"]
-
-    def _verify_timed_outputs(self, baseline, fast, inputs, outputs, framework) -> None:
-        """What the fast side returned while timed must be right, or skipping the work would pay."""
-        sample = list(inputs)[:: max(1, len(inputs) // 12)]
-        self.reference.request({"op": "load", "items": {k: inputs[k] for k in sample}, "framework": framework},
-                               "while loading inputs")
-        fn, bind = (baseline, None) if isinstance(baseline, str) else baseline
-        reply = self._reference_reply(self.reference.request({"op": "run", "fn": fn, "ids": sample, "bind": bind},
-                                                             "while verifying"))
-        for key, want in zip(sample, reply["outputs"]):
-            n = len(want["items"]) if "items" in want else 1
-            names = [f"output {i}" for i in range(n)]
-            self.same(outputs[key], want, framework, names, f"{fast} (while timed)")
+        return _timing.time_reference(self, timed, rounds, warmup, target_round_s)
 
 
 def _np_dtype(leaf: dict) -> str:

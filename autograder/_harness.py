@@ -18,13 +18,14 @@ import types
 
 import numpy as np
 
-from autograder._protocol import Lines, decode, encode, write_all
+from autograder._protocol import Lines, decode, digest, encode, write_all
 
 torch = tf = None
 _DEVICE = "cpu"
 _TF_FUNCTION: tuple = ()  # tf.function's class and methods, captured before any student code can patch them
 _NS: dict = {}
 _LOADED: dict = {}
+_TIMED_OUTPUTS: dict = {}   # a timed request's described outputs, kept until the parent fetches its sample
 _CELL_PREFIX = "<clash "
 _GRADER: str | None = None   # the exercise's worker-side module (autograder.worker.<name>), imported on first use
 GRADER_PREFIX = "@"          # a request's fn "@name" is the grader module's `name`; any other fn is the student's
@@ -312,11 +313,27 @@ def _answer(req: dict) -> dict:
         for key, args in req["items"].items():
             _LOADED[key] = [_to_framework(a, framework) for a in args]
         return {"ok": True}
-    if op == "run":  # the parent times this whole request on its own clock
+    if op == "run":  # the reference's own functions, on inputs loaded before the parent's clock starts
         fn = _callable(req["fn"], req.get("bind"))
         outputs = [fn(*_LOADED[key]) for key in req["ids"]]
         _sync()
         return {"ok": True, "outputs": [_describe(o) for o in outputs]}
+    if op == "timed":  # the parent's clock runs from sending these inputs until this reply: nothing comes earlier
+        framework = req.get("framework", "numpy")
+        fn = _callable(req["fn"], req.get("bind"))
+        items = {key: [_to_framework(a, framework) for a in args] for key, args in req["items"].items()}
+        outputs = {key: fn(*args) for key, args in items.items()}
+        _sync()
+        described = {key: _describe(o) for key, o in outputs.items()}
+        if req.get("keep"):
+            _TIMED_OUTPUTS.update(described)
+        # The nonce ties the reply to this request; the digests commit to every output before the clock stops,
+        # while the parent fetches only a sample of them afterwards.
+        return {"ok": True, "nonce": req.get("nonce"), "digests": [digest(d) for d in described.values()]}
+    if op == "fetch":  # after the clock: the sampled outputs of timed requests
+        outputs = [_TIMED_OUTPUTS.get(key, {"type": "None"}) for key in req["ids"]]
+        _TIMED_OUTPUTS.clear()
+        return {"ok": True, "outputs": outputs}
     if op == "tracing_count":
         cls, tracing_count, _ = _TF_FUNCTION
         return {"ok": True, "value": int(tracing_count(_tf_function(req["fn"])))}

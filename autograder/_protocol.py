@@ -6,6 +6,7 @@ numeric dtypes may come back.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 
@@ -92,3 +93,31 @@ def decode(line: bytes) -> dict:
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message
+
+
+def digest(value) -> str:
+    """A commitment to a described output: the same on both sides of the wire (arrays by dtype, shape and bytes;
+    dicts by sorted key), so the parent can recompute it from what it later fetches."""
+    h = hashlib.blake2b(digest_size=16)
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h, value) -> None:
+    if isinstance(value, np.ndarray):
+        arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        h.update(f"<{arr.dtype.str}{tuple(arr.shape)}>".encode())
+        h.update(arr.tobytes())
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for key in sorted(value):
+            h.update(repr(key).encode())
+            _feed(h, value[key])
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for item in value:
+            _feed(h, item)
+        h.update(b"]")
+    else:
+        h.update(repr(value).encode())

@@ -343,10 +343,11 @@ class Worker:
             return f"was killed by {_SIGNALS.get(-code, signal.Signals(-code).name)}"
         return f"exited with status {code}" + (" (sys.exit or os._exit?)" if code in (0, 1) else "")
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: dict, data: bytes | None = None) -> None:
         """Write with a deadline on progress: a worker stuck in a loop stops reading, and must not hang the parent;
-        one reading a large request (a timed batch's inputs) keeps reading, however long the whole takes."""
-        data, sent = memoryview(encode(message)), 0
+        one reading a large request (a timed batch's inputs) keeps reading, however long the whole takes. `data` is
+        `message` encoded already (a timed request, encoded before its clock starts)."""
+        data, sent = memoryview(data if data is not None else encode(message)), 0
         if message.get("op") not in ("setup", "quit"):
             with self._lock:
                 self._outstanding += 1
@@ -390,9 +391,9 @@ class Worker:
             raise WorkerError(str(self.ready.get("error"))[:500])
         return self.ready
 
-    def request(self, message: dict, doing: str, timeout: float | None = None) -> dict:
+    def request(self, message: dict, doing: str, timeout: float | None = None, data: bytes | None = None) -> dict:
         self.wait_ready()
-        self._send(message)
+        self._send(message, data)
         return self.receive(timeout or self.limits.call_timeout_s, doing)
 
     def send(self, message: dict) -> None:

@@ -64,8 +64,11 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     limits = limits or course.limits
     parts = {p.id: p for p in exercise.parts}
     grader = worker_module(module.spec_module)
-    student = Worker("student", student_cells, frameworks, device, limits, zygote, grader)
-    reference = Worker("reference", reference_cells, frameworks, device, limits, zygote, grader)
+
+    def start(role: str) -> Worker:
+        return Worker(role, student_cells if role == "student" else reference_cells, frameworks, device, limits,
+                      zygote, grader)
+    student, reference = start("student"), start("reference")
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
                          notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
                          frameworks=frameworks)
@@ -91,7 +94,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         cell_errors = ready["cell_errors"] if ready else []
         # Timed parts go last, when the reference worker has nothing else to do.
         order = sorted(part_ids, key=lambda pid: parts[pid].kind == "performance")
-        results = {}
+        results, fatal = {}, {}
         for pid in order:
             part = parts[pid]
             rng = np.random.default_rng([seed, exercise.parts.index(part)])
@@ -99,8 +102,19 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
             if result.error:
                 results[pid] = _part_result(part, FAILED, "not checked: the notebook's code did not run")
             else:
-                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors)
+                # A part that ended a worker (a timeout, a crash, the memory limit) fails alone: the next part
+                # gets a fresh one, and only parts calling the same function fail with that cause.
+                if not student.alive:
+                    student.close()
+                    student = start("student")
+                if not reference.alive:
+                    reference.close()
+                    reference = start("reference")
+                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors, fatal)
                 results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
+                if not student.alive and ctx.calling and ctx.calling not in fatal:
+                    fatal[ctx.calling] = f"{ctx.calling} ended the worker in part {pid}: " + \
+                        results[pid].message.removeprefix("your code ")
             result.timings[pid] = time.perf_counter() - t0
         result.parts = [results[pid] for pid in part_ids]
         return result

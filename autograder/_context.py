@@ -11,7 +11,7 @@ import numpy as np
 from autograder import _timing
 from autograder._compare import Mismatch, compare, leaves, tensor
 from autograder._registry import Part
-from autograder._sandbox import Worker
+from autograder._sandbox import Worker, WorkerError
 
 
 class NeedsReference(Exception):
@@ -24,11 +24,21 @@ class GraderError(RuntimeError):
 
 class Context:
     def __init__(self, part: Part, rng: np.random.Generator, device: str, student: Worker,
-                 reference: Worker, has_reference: bool, cell_errors: list[dict]):
+                 reference: Worker, has_reference: bool, cell_errors: list[dict], fatal: dict | None = None):
         self.part, self.rng, self.device = part, rng, device
         self.student, self.reference, self.has_reference = student, reference, has_reference
         self.cell_errors = cell_errors
         self.details: dict = {}
+        # Student functions that ended a worker in an earlier part (a timeout, a crash), with what happened: a part
+        # that calls one again fails at once with that cause, and the other parts run in a fresh worker.
+        self.fatal = fatal if fatal is not None else {}
+        self.calling: str | None = None   # the student function of the request in flight
+
+    def _student_call(self, name: str) -> None:
+        """Before a request that runs the student's `name`: refuse one that already ended a worker."""
+        if name in self.fatal:
+            raise Mismatch(f"not run again: {self.fatal[name]}")
+        self.calling = name
 
     # -- calling -------------------------------------------------------------------------------------
     def _student_reply(self, reply: dict, fn: str) -> dict:
@@ -65,6 +75,7 @@ class Context:
         """Call the student's `fn` (or the grader's "@fn", which calls the student's `blame`) on tensors made from
         `args`; return its described output."""
         message, name = self._message(fn, args, framework, blame, bind)
+        self._student_call(name)
         reply = self.student.request(message, f"in {name}")
         return self._student_reply(reply, name)["output"]
 
@@ -74,9 +85,15 @@ class Context:
         if not self.has_reference:
             raise NeedsReference
         message, name = self._message(fn, args, framework, blame, bind)
+        self._student_call(name)
         self.student.send(message)
         self.reference.send(message)
-        mine = self.student.receive(self.student.limits.call_timeout_s, f"in {name}")
+        try:
+            mine = self.student.receive(self.student.limits.call_timeout_s, f"in {name}")
+        except WorkerError:
+            # Take the reference's answer all the same: left in its queue, it would answer the next part's request.
+            self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {name}")
+            raise
         ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {name}")
         return self._student_reply(mine, name)["output"], self._reference_reply(ref)["output"]
 
@@ -89,6 +106,7 @@ class Context:
         return self._reference_reply(reply)["output"]
 
     def introspect(self, op: str, fn: str, args: list | None = None):
+        self._student_call(fn)
         reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}")
         return self._student_reply(reply, fn)["value"]
 

@@ -391,6 +391,11 @@ class Worker:
             raise WorkerError(str(self.ready.get("error"))[:500])
         return self.ready
 
+    @property
+    def alive(self) -> bool:
+        """Still able to answer: not failed (a timeout, a broken protocol) and not exited."""
+        return self.failure is None and self.proc.poll() is None
+
     def request(self, message: dict, doing: str, timeout: float | None = None, data: bytes | None = None) -> dict:
         self.wait_ready()
         self._send(message, data)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from autograder._checker import DEVICES, FRAMEWORK_CHOICES, CheckError, run_check
-from autograder._progress import exercise_status, load_progress, record
+from autograder._progress import exercise_status, load_progress, progress_path, record
 from autograder._registry import Course, RegistryError, load_course
 from autograder._source import NotebookError
 
@@ -126,11 +126,24 @@ def check(exercise, notebook, as_json, device, framework) -> None:
         if as_json:
             click.echo(json.dumps({"error": str(e)}))
         _die(str(e))
-    default_notebook = notebook is None or Path(notebook).resolve() == course.module(result.exercise).exercise_notebook
-    if default_notebook:  # progress follows the student's own notebook, not the solutions
+    own = course.module(result.exercise).exercise_notebook
+    if notebook is None or Path(notebook).resolve() == own:  # progress follows the student's own notebook only
         record(course.root, result)
+        note = f"Progress recorded in {_shown(progress_path(course.root))}."
+    else:
+        note = (f"Progress not recorded: {_shown(Path(notebook))} is not {_shown(own)}, the notebook "
+                f"`clash progress` follows.")
     click.echo(result.to_json(indent=2) if as_json else result.summary())
+    click.echo(note, err=as_json)   # with --json, stdout stays one JSON document
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder where it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @main.command()

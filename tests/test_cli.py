@@ -120,3 +120,22 @@ def test_clash_lab_installs_settings_that_keep_the_panels_of_a_saved_notebook(tm
     (tmp_path / "ro").mkdir(mode=0o500)
     if os.geteuid() != 0:  # root writes anywhere
         assert install_lab_settings(str(tmp_path / "ro")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("own", [True, False])
+def test_check_says_whether_it_recorded_progress_and_where(isolated_progress, tmp_path, own):
+    """A check of a notebook outside exercises/ recorded nothing and said nothing (issue 13); now it says which."""
+    from autograder import load_course
+    own_notebook = load_course().module("01_tensors").exercise_notebook
+    notebook = own_notebook if own else tmp_path / "elsewhere.ipynb"
+    if not own:
+        notebook.write_bytes(own_notebook.read_bytes())
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", "check", "01_tensors.torch_grad", "--notebook",
+                          str(notebook)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    recorded = (isolated_progress / "progress.json").is_file()
+    assert recorded == own
+    if own:
+        assert f"Progress recorded in {isolated_progress / 'progress.json'}." in run.stdout
+    else:
+        assert "Progress not recorded:" in run.stdout and "exercises/01_tensors/01_tensors.ipynb" in run.stdout

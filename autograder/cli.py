@@ -129,12 +129,19 @@ def check(exercise, notebook, as_json, device, framework) -> None:
     own = course.module(result.exercise).exercise_notebook
     if notebook is None or Path(notebook).resolve() == own:  # progress follows the student's own notebook only
         record(course.root, result)
+        recorded = True
         note = f"Progress recorded in {_shown(progress_path(course.root))}."
     else:
+        recorded = False
         note = (f"Progress not recorded: {_shown(Path(notebook))} is not {_shown(own)}, the notebook "
                 f"`clash progress` follows.")
-    click.echo(result.to_json(indent=2) if as_json else result.summary())
-    click.echo(note, err=as_json)   # with --json, stdout stays one JSON document
+    if as_json:   # one JSON document: the result, and where its progress went
+        payload = json.loads(result.to_json())
+        payload["progress"] = {"recorded": recorded, "note": note}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(result.summary())
+        click.echo(note)
     sys.exit(EXIT_PASSED if result.passed else EXIT_FAILED)
 
 

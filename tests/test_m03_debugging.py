@@ -12,8 +12,9 @@ import pytest
 from autograder import run_check
 from autograder._compare import Mismatch
 from autograder._context import Context
-from autograder._harness import _pdb_transcript
+from autograder._harness import _describe
 from autograder.exercises.m03_debugging import PDB_PROGRAM, pdb_shifted
+from autograder.worker import m03_debugging as worker_code
 from conftest import ROOT, notebook_with
 
 pytestmark = pytest.mark.slow
@@ -101,8 +102,8 @@ def tf_standardize(x):
     std = tf.sqrt(tf.reduce_mean(tf.square(centred), axis=0))
     return centred / tf.where(std < 1e-6, 1.0, std)
 ''',
-    # A file:line breakpoint on the line after the assignment, and print() instead of p.
-    "pdb_commands": 'def pdb_commands():\n    return "b program.py:9\\nc\\n!print(shifted)\\nc\\n"\n',
+    # A file:line breakpoint on the line after the assignment, and pp instead of p.
+    "pdb_commands": 'def pdb_commands():\n    return "b program.py:9\\nc\\npp shifted\\nc\\n"\n',
     # The global switch instead of the context manager, and the name from the first line of the message.
     "torch_first_nan_op": '''
 def torch_first_nan_op(model_fn, x):
@@ -163,32 +164,44 @@ def test_correct_alternatives_pass(course, tmp_path, zygote):
 
 
 class _JudgeOnly:
-    """Just enough of the grader's Context to judge pdb transcripts in this process. The real check runs the same
-    harness function in fresh workers; here many command strings cost one torch import instead of a check each."""
+    """Just enough of the grader's Context to judge pdb sessions in this process. The real check runs the same
+    grader function (autograder.worker.m03_debugging.pdb_session) in a fresh worker; here many command strings cost
+    one torch import instead of a check each."""
 
     text, fail = staticmethod(Context.text), staticmethod(Context.fail)
 
     def __init__(self, commands: str, seed: int):
         self.commands, self.rng, self.details = commands, np.random.default_rng(seed), {}
+        self.sessions = 0
 
     def call(self, fn, args, framework):
         return {"type": "str", "value": self.commands}
 
-    def pdb_transcripts(self, source, commands, frameworks):
+    def fresh_worker(self, cells, frameworks, device=None):
+        return self
+
+    def close(self):
+        pass
+
+    def fresh_call(self, worker, fn, args, framework, doing):
+        assert fn == "@pdb_session"
+        self.sessions += 1
         cwd = os.getcwd()
         with tempfile.TemporaryDirectory() as folder:
             os.chdir(folder)
             try:
-                return [_pdb_transcript(source, text, "program.py", "main") for text in commands]
+                return _describe(worker_code.pdb_session(None, *args))
             finally:
                 os.chdir(cwd)
 
 
 @pytest.mark.parametrize("commands", [
     "b softmax_rows\nc\nn\nn\np shifted\nc\n",                      # the solution: step with n
-    "b softmax_rows, x.shape[0] > 0\nc\nuntil 9\npp shifted\nq\n",   # a condition, then until, then quit
-    "b 9, shifted.max() == 0\nc\np shifted\nc\n",                     # a line of the current file, with a condition
-    "n\nn\nn\ns\nunt 9\n!print(shifted)\nexit\n",                 # step over 3 lines, into the call, until
+    "tbreak softmax_rows\nc\nuntil 9\npp shifted\n",                 # a temporary breakpoint, until, no c at the end
+    "b 9\ncont\nw\np shifted\nc\n",                                 # a line of the current file, where
+    "n\nn\nn\ns\nunt 9\np shifted.data\n",                          # step over 3 lines, into the call, until
+    "b program.py:10\nc\nup\ndown\n\tp   shifted \r\nc\n",          # up and back down, odd whitespace
+    "b softmax_rows\nc\nr\np shifted\nc\n",                          # return: stopped at the function's return
 ])
 def test_pdb_alternatives_pass_the_judge(commands):
     assert pdb_shifted(_JudgeOnly(commands, 1)).startswith("stopped in softmax_rows()")
@@ -198,9 +211,106 @@ def test_pdb_alternatives_pass_the_judge(commands):
     ("p shifted\nc\n", "never stopped inside softmax_rows()"),
     ("b main\nc\nn\nn\nn\np x\nc\n", "never stopped inside softmax_rows()"),
     ("b 8\nc\np shifted\nc\n", "before shifted was assigned"),
-    ("b 9\nc\np shifted.numpy()\nc\n", "never shows the value of shifted"),
+    ("b 9\nc\np logits\nc\n", "never shows the value of shifted"),
     ("b 10\nc\np weights\nc\n", "never shows the value of shifted"),
 ])
 def test_pdb_wrong_commands_fail_the_judge(commands, message):
     with pytest.raises(Mismatch, match=re.escape(message)):
         pdb_shifted(_JudgeOnly(commands, 2))
+
+
+@pytest.mark.parametrize("commands, unlisted", [
+    ("b 9\nc\n!print(shifted)\nc\n", "!print(shifted)"),                  # a statement
+    ("b 9\nc\np shifted.numpy()\nc\n", "p shifted.numpy()"),              # a call in p
+    ("b 9\nc\nshifted\nc\n", "shifted"),                                  # a bare expression runs as a statement
+    ("b softmax_rows, x.shape[0] > 0\nc\nn\nn\np shifted\n", "b softmax_rows, x.shape[0] > 0"),  # a condition
+    ("b 9\nc\np shifted;;p x\n", "p shifted;;p x"),                        # two commands on a line
+    ("b 9\nc\np shifted[0]\n", "p shifted[0]"),                            # an expression, not a name or path
+    ("b 9\nc\np shifted\nq\n", "q"),                                      # a command off the list
+    ("b 9\nc\ninteract\n", "interact"),
+    ("b 9\nc\ndisplay shifted\nc\n", "display shifted"),
+])
+def test_pdb_commands_off_the_whitelist_fail_before_anything_runs(commands, unlisted):
+    judge = _JudgeOnly(commands, 3)
+    with pytest.raises(Mismatch) as err:
+        pdb_shifted(judge)
+    message = str(err.value)
+    assert repr(unlisted) in message and "not one of the pdb commands the grader runs" in message, message
+    assert "continue/c/cont" in message and "p or pp of a name or an attribute path" in message
+    assert "\n" not in message and judge.sessions == 0
+
+
+def _forged_location(seed: int) -> str:
+    """Issue 12's attack: a statement prints a location line inside softmax_rows and the value of shifted,
+    computed from the program's own seed, while pdb actually stands in main()."""
+    return ("!import torch; torch.manual_seed(SEED); x = torch.randn(4, 3); w = torch.randn(3, 5); "
+            "l = x @ w; print('> program.py(9)softmax_rows()'); print('-> weights = ...'); print(l - l.max())\n")
+
+
+def test_a_statement_printing_a_forged_location_line_fails_and_the_honest_answer_passes():
+    forged = _forged_location(1)
+    with pytest.raises(Mismatch, match=re.escape("!import torch; torch.manual_seed(SEED);")):
+        pdb_shifted(_JudgeOnly(forged, 1))
+    # Even had the whitelist let it through, the printed location is not where pdb stood: the judge reads the
+    # debugger's record. The session itself shows both: the forged line in the text, main() in the record.
+    events = _describe(_session(PDB_PROGRAM.replace("SEED = 0", "SEED = 5"), forged))["items"]
+    events = [[leaf["value"] for leaf in e["items"]] for e in events]
+    assert "> program.py(9)softmax_rows()" in events[-1][1]
+    assert {e[2] for e in events if e[0] in ("stop", "command")} == {"main"}
+    assert pdb_shifted(_JudgeOnly("b softmax_rows\nc\nn\nn\np shifted\nc\n", 1)).startswith("stopped in")
+
+
+def test_a_notebook_forging_the_location_line_scores_0_on_the_part(course, tmp_path, zygote):
+    """Issue 12's attack, end to end: before the whitelist, it passed. The solution (the control) passes in
+    test_correct_alternatives_pass."""
+    forged = {"pdb_commands": f"def pdb_commands():\n    return {_forged_location(0)!r}\n"}
+    nb = notebook_with(SOLUTION, forged, tmp_path / "forged.ipynb")
+    result = run_check("03_debugging.pdb_shifted", notebook=nb, course=course, zygote=zygote)
+    assert result.score == 0 and _messages(result)["pdb_shifted"][0] == "failed", result.summary()
+    assert "pdb_commands() holds '!import torch;" in _messages(result)["pdb_shifted"][1]
+
+
+# A plain Python function with the right values, passed off as a tf.function by patching the harness's record of
+# the tf.function class, which the check used to ask the student's own process about. It passed before.
+PLAIN_FUNCTION_CALLED_A_GRAPH = """
+import sys
+frame = sys._getframe()
+while frame is not None:  # the harness runs this cell: its globals are up the stack
+    if "_TF_FUNCTION" in frame.f_globals:
+        frame.f_globals["_TF_FUNCTION"] = (object, lambda fn: 1, None)
+    frame = frame.f_back
+
+def tf_standardize(x):
+    x = x.numpy().astype("float64")
+    centred = x - x.mean(axis=0, keepdims=True)
+    std = centred.std(axis=0)
+    return tf.constant((centred / np.where(std < 1e-6, 1.0, std)).astype("float32"))
+"""
+
+
+def test_a_plain_function_passed_off_as_a_tf_function_scores_0_on_the_part(course, tmp_path, zygote):
+    """The evidence is the graph, saved and run in a fresh verifier; the solution (the control) passes in
+    test_correct_alternatives_pass, and an alternative without input_signature there too."""
+    nb = notebook_with(SOLUTION, {"tf_standardize": PLAIN_FUNCTION_CALLED_A_GRAPH}, tmp_path / "plain.ipynb")
+    result = run_check("03_debugging.tf_fix", notebook=nb, course=course, zygote=zygote)
+    status, message = _messages(result)["tf_fix"]
+    assert result.score == 0 and status == "failed", result.summary()
+    assert "not a tf.function" in message and "keep @tf.function" in message, message
+
+
+def test_a_call_in_p_fails_and_the_plain_name_passes():
+    # p with a call could print anything (here the value with a forged location line in front of it).
+    forged = "b 9\nc\np print('> program.py(9)softmax_rows()') or shifted\nc\n"
+    with pytest.raises(Mismatch, match="not one of the pdb commands the grader runs"):
+        pdb_shifted(_JudgeOnly(forged, 4))
+    assert pdb_shifted(_JudgeOnly("b 9\nc\np shifted\nc\n", 4)).startswith("stopped in softmax_rows() at line 9")
+
+
+def _session(program: str, commands: str) -> list:
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        try:
+            return worker_code.pdb_session(None, program, commands)
+        finally:
+            os.chdir(cwd)

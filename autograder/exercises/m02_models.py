@@ -16,205 +16,12 @@ framework follows that framework's own rule, so nothing is tolerated loosely; th
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from autograder._compare import Mismatch, compare, leaves
+from autograder.spec import Mismatch, compare, leaves
 
-# ---------------------------------------------------------------------------------------------------------------
-# The grader's own copies of the architectures, and functions that build a model from the parent's arrays, call the
-# student's code on it and return plain tensors. They run in both workers after the notebook's cells.
-# ---------------------------------------------------------------------------------------------------------------
-_HELPERS_COMMON = '''
-import traceback
-
-
-class _clash_NotWritten(Exception):
-    """A student's function is missing or still raises NotImplementedError: the parent reports it by its name."""
-
-
-def _clash_student(name, *args):
-    """Call the student's function `name`, reporting a missing or unwritten one by its own name."""
-    fn = globals().get(name)
-    if not callable(fn):
-        raise _clash_NotWritten(f"{name} is not defined")
-    try:
-        return fn(*args)
-    except NotImplementedError as exc:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if f.filename.startswith("<clash ") and f.filename != "<clash course helpers>"]
-        where = f" (at {frames[-1].filename[7:-1]}, line {frames[-1].lineno})" if frames else ""
-        raise _clash_NotWritten(f"{name} is not written yet: it raises NotImplementedError{where}") from None
-'''
-
-_HELPERS_TORCH = '''
-import numpy as np
-import torch
-
-# Compare in full float32: TF32 tensor cores (the default for convolutions on recent GPUs) round to ~1e-3.
-torch.backends.cudnn.allow_tf32 = False
-torch.backends.cuda.matmul.allow_tf32 = False
-_clash_DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _clash_numpy(t):
-    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
-
-
-class _clash_TorchCNN(torch.nn.Module):
-    """The grader's copy of TorchCNN: NCHW (N, 3, 8, 8) -> logits (N, 5)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, kernel_size=3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.fc1 = torch.nn.Linear(4 * 4 * 4, 16)
-        self.fc2 = torch.nn.Linear(16, 5)
-
-    def forward(self, x):
-        x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
-        x = torch.flatten(x, 1)
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-_clash_TORCH_NAMES = ["conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
-                      "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
-
-
-def _clash_torch_cnn(params):
-    model = _clash_TorchCNN()
-    state = model.state_dict()
-    with torch.no_grad():
-        for name, p in zip(_clash_TORCH_NAMES, params):
-            state[name].copy_(torch.as_tensor(_clash_numpy(p)))
-    return model.to(_clash_DEV)
-
-
-def _clash_bn_like_keras(x, training, gamma, beta, mean, var):
-    """Part 1: the student's BatchNorm2d, given the parent's statistics, on x; output and running statistics."""
-    bn = _clash_student("make_torch_bn_like_keras", x.shape[1])
-    if not isinstance(bn, torch.nn.Module):
-        raise TypeError(f"make_torch_bn_like_keras returned a {type(bn).__name__}, not a torch.nn.Module")
-    bn = bn.to(x.device)
-    with torch.no_grad():
-        bn.weight.copy_(gamma)
-        bn.bias.copy_(beta)
-        bn.running_mean.copy_(mean)
-        bn.running_var.copy_(var)
-    bn.train(bool(training))
-    with torch.no_grad():
-        y = bn(x)
-    return y, bn.running_mean.clone(), bn.running_var.clone()
-
-
-def _clash_torch_train_reference(x, y, x2, lr, *params):
-    """Part 5's truth, run in the reference worker: one SGD step of the grader's TorchCNN on (x, y).
-    Returns the loss, the running mean, the running variance by Keras's rule (biased batch variance,
-    momentum 0.1 in PyTorch's sense), and the eval-mode logits on x2 after the step with that variance."""
-    model = _clash_torch_cnn(params)
-    old_var = model.bn.running_var.clone()
-    with torch.no_grad():
-        batch_var = model.conv(x).var(dim=(0, 2, 3), unbiased=False)
-    model.train()
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    model.zero_grad()
-    loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            p -= lr * p.grad
-    keras_rule_var = 0.9 * old_var + 0.1 * batch_var
-    model.eval()
-    with torch.no_grad():
-        model.bn.running_var.copy_(keras_rule_var)  # the Keras port's statistics, so eval mode compares like for like
-        logits2 = model(x2)
-    return loss.detach(), model.bn.running_mean.clone(), keras_rule_var, logits2
-'''
-
-_HELPERS_TF = '''
-import numpy as np
-import tensorflow as tf
-import keras
-
-tf.config.experimental.enable_tensor_float_32_execution(False)  # full float32 on GPUs too
-
-
-def _clash_keras_cnn(momentum=0.99, epsilon=1e-3):
-    """The grader's copy of keras_cnn: NHWC (N, 8, 8, 3) -> logits (N, 5)."""
-    return keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3, padding="same", name="conv"),
-        keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name="bn"),
-        keras.layers.ReLU(),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(16, activation="relu", name="fc1"),
-        keras.layers.Dense(5, name="fc2"),
-    ])
-
-
-def _clash_keras_bn_stats(model):
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    if len(bns) != 1:
-        raise ValueError(f"the Keras model has {len(bns)} BatchNormalization layers, expected 1")
-    return tf.convert_to_tensor(bns[0].moving_mean), tf.convert_to_tensor(bns[0].moving_variance)
-
-
-def _clash_keras_twin(x, training, *params):
-    """Part 2: the student's make_keras_cnn(), given the parent's weights in Keras layout, on NHWC x."""
-    model = _clash_student("make_keras_cnn")
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"make_keras_cnn returned a {type(model).__name__}, not a keras.Model")
-    model.set_weights([np.asarray(p) for p in params])
-    out = model(x, training=bool(training))
-    return (out, *_clash_keras_bn_stats(model))
-'''
-
-_HELPERS_CROSS = '''
-def _clash_nhwc(x):
-    return tf.constant(np.transpose(_clash_numpy(x), (0, 2, 3, 1)))
-
-
-def _clash_to_keras(x, training, *params):
-    """Part 3: the grader's TorchCNN with the parent's weights, ported by the student's torch_to_keras into the
-    grader's Keras twin (BN configured like PyTorch's); the Keras model on x (given NCHW, fed NHWC)."""
-    torch_model = _clash_torch_cnn(params)
-    keras_model = _clash_keras_cnn(momentum=0.9, epsilon=1e-5)
-    returned = _clash_student("torch_to_keras", torch_model, keras_model)
-    if isinstance(returned, keras.Model):
-        keras_model = returned
-    out = keras_model(_clash_nhwc(x), training=bool(training))
-    return (out, *_clash_keras_bn_stats(keras_model))
-
-
-def _clash_to_torch(x, training, *params):
-    """Part 4: the grader's Keras twin with the parent's weights (Keras layout), ported by the student's
-    keras_to_torch into the grader's TorchCNN; the PyTorch model on x (NCHW)."""
-    keras_model = _clash_keras_cnn(momentum=0.9, epsilon=1e-5)
-    keras_model.set_weights([np.asarray(p) for p in params])
-    torch_model = _clash_TorchCNN().to(_clash_DEV)
-    returned = _clash_student("keras_to_torch", keras_model, torch_model)
-    if isinstance(returned, torch.nn.Module):
-        torch_model = returned
-    torch_model.train(bool(training))
-    with torch.no_grad():
-        out = torch_model(torch.as_tensor(np.asarray(x), device=_clash_DEV))
-    return out, torch_model.bn.running_mean.clone(), torch_model.bn.running_var.clone()
-
-
-def _clash_keras_train(x, y, x2, lr, *params):
-    """Part 5: the student's make_keras_cnn() with the parent's weights (Keras layout), one step of the student's
-    keras_train_step on NHWC (x, y); the loss, the BN moving statistics and the eval logits on NHWC x2."""
-    model = _clash_student("make_keras_cnn")
-    model.set_weights([np.asarray(p) for p in params])
-    loss = _clash_student("keras_train_step", model, x, y, lr)
-    mean, var = _clash_keras_bn_stats(model)
-    return tf.convert_to_tensor(loss), mean, var, model(x2, training=False)
-'''
-
-# No timed part, so no eager baseline.
-
-HELPERS = [_HELPERS_COMMON, _HELPERS_TORCH, _HELPERS_TF, _HELPERS_CROSS]
+# The grader's own copies of the architectures, which build a model from the parent's arrays, call the student's
+# code on it and return plain tensors, are in autograder/worker/m02_models.py.
 
 # ---------------------------------------------------------------------------------------------------------------
 # The model in float64 NumPy, the two layouts, and the usual porting mistakes.
@@ -329,37 +136,17 @@ def _port_output(ctx, output: dict, truth: tuple, framework: str, what: str, can
         raise
 
 
-_RUNS = {"_clash_bn_like_keras": "make_torch_bn_like_keras", "_clash_keras_twin": "make_keras_cnn",
-         "_clash_to_keras": "torch_to_keras", "_clash_to_torch": "keras_to_torch",
-         "_clash_keras_train": "make_keras_cnn and keras_train_step"}
-
-
-def _call(ctx, fn: str, args: list, framework: str) -> dict:
-    """ctx.call, reporting an unwritten function by its own name and a layout error with the layouts."""
+def _call(ctx, fn: str, args: list, framework: str, blame: str) -> dict:
+    """ctx.call of the grader's `fn` (which runs the student's `blame`), a layout error told with the layouts."""
     try:
-        return ctx.call(fn, args, framework)
+        return ctx.call(fn, args, framework, blame=blame)
     except Mismatch as err:
-        m = re.search(r"_clash_NotWritten: (.*?)(?: \(at course helpers, line \d+\))?$", str(err))
-        if not m:
-            text = str(err)
-            if text.startswith(f"{fn} raised "):  # name the student's functions, not the grader's helper
-                text = f"while the grader ran {_RUNS[fn]}: " + text[len(f"{fn} raised "):]
-            raise _shape_hint(Mismatch(text, **err.details)) from None
-        message = m.group(1)
-        name = message.split(" ", 1)[0]
-        if message.endswith("is not defined"):
-            blamed = next((e for e in ctx.cell_errors if name in e.get("source", "")), None)
-            message += f": {blamed['label']} failed with {blamed['error']}" if blamed else \
-                f" (define a function named {name} in the notebook)"
-        raise Mismatch(message) from None
+        raise _shape_hint(err) from None
 
 
 def _shape_hint(err: Mismatch) -> Mismatch:
     text = str(err)
-    # The harness names the student's function that raised ("keras_to_torch raised ..."); an error in the helper
-    # itself reads "while the grader ran ...".
-    raised_by_student = any(text.startswith(f"{name} raised ") for names in _RUNS.values() for name in names.split(" and "))
-    if "shape" in text.lower() and (raised_by_student or text.startswith("while the grader ran")):
+    if "shape" in text.lower() and " raised " in text:
         return Mismatch(f"{text} — layouts differ: torch Linear.weight is (out, in) and Keras Dense.kernel is "
                         f"(in, out); torch Conv2d.weight is OIHW (out, in, kh, kw) and Keras Conv2D.kernel is HWIO "
                         f"(kh, kw, in, out)", **err.details)
@@ -406,7 +193,8 @@ def torch_bn(ctx):
         beta = ctx.rng.normal(0, 0.2, c).astype(np.float32)
         mean = ctx.rng.normal(0, 0.5, c).astype(np.float32)
         var = ctx.rng.uniform(0.02, 0.3, c).astype(np.float32)
-        got = _call(ctx, "_clash_bn_like_keras", [x, training, gamma, beta, mean, var], "torch")
+        got = _call(ctx, "@bn_like_keras", [x, training, gamma, beta, mean, var], "torch",
+                    "make_torch_bn_like_keras")
         truth = _bn(x.astype(np.float64), *(a.astype(np.float64) for a in (gamma, beta, mean, var)), bool(training),
                     1 - KERAS_MOMENTUM, KERAS_EPS, unbiased=True)
 
@@ -428,7 +216,7 @@ def keras_twin(ctx):
         p = _params(ctx.rng)
         x = ctx.rng.normal(0, 1, (int(ctx.rng.integers(4, 12)), 3, 8, 8)).astype(np.float32)
         x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        got = _call(ctx, "_clash_keras_twin", [x_nhwc, training, *_to_keras(p)], "tensorflow")
+        got = _call(ctx, "@keras_twin", [x_nhwc, training, *_to_keras(p)], "tensorflow", "make_keras_cnn")
         truth = _forward(x, p, bool(training), unbiased=False)  # PyTorch's momentum and eps, Keras's variance rule
 
         def explain(i, err, got_array):
@@ -447,7 +235,7 @@ def torch_to_keras(ctx):
     for training in (0, 1):
         p = _params(ctx.rng)
         x = ctx.rng.normal(0, 1, (int(ctx.rng.integers(4, 12)), 3, 8, 8)).astype(np.float32)
-        got = _call(ctx, "_clash_to_keras", [x, training, *p], "torch")
+        got = _call(ctx, "@to_keras", [x, training, *p], "torch", "torch_to_keras")
         truth = _forward(x, p, bool(training), unbiased=False)  # the target is Keras: its variance rule
         candidates = {m: _forward(x, _to_torch(_to_keras(p, m)), bool(training), unbiased=False)[0]
                       for m in MISTAKES}
@@ -461,7 +249,7 @@ def keras_to_torch(ctx):
     for training in (0, 1):
         k = _to_keras(_params(ctx.rng))  # the source: a Keras model's weights
         x = ctx.rng.normal(0, 1, (int(ctx.rng.integers(4, 12)), 3, 8, 8)).astype(np.float32)
-        got = _call(ctx, "_clash_to_torch", [x, training, *k], "tensorflow")
+        got = _call(ctx, "@to_torch", [x, training, *k], "tensorflow", "keras_to_torch")
         truth = _forward(x, _to_torch(k), bool(training), unbiased=True)  # the target is PyTorch: its rule
         candidates = {m: _forward(x, _to_torch(k, m), bool(training), unbiased=True)[0] for m in MISTAKES}
         mode = "training" if training else "eval"
@@ -478,8 +266,9 @@ def train_step(ctx):
         x2 = ctx.rng.normal(0, 1, (int(ctx.rng.integers(4, 9)), 3, 8, 8)).astype(np.float32)
         lr = float(ctx.rng.uniform(0.05, 0.5))
         nhwc = [np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, x2)]
-        got = _call(ctx, "_clash_keras_train", [nhwc[0], y, nhwc[1], lr, *_to_keras(p)], "tensorflow")
-        want = ctx.call_reference("_clash_torch_train_reference", [x, y, x2, lr, *p], "torch")
+        got = _call(ctx, "@keras_train", [nhwc[0], y, nhwc[1], lr, *_to_keras(p)], "tensorflow",
+                    "keras_train_step")
+        want = ctx.call_reference("@torch_train_reference", [x, y, x2, lr, *p], "torch")
         what = "make_keras_cnn + keras_train_step"
         got_leaves = leaves(got, 4, what)
         want_leaves = leaves(want, 4, "the reference")

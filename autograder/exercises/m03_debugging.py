@@ -1,80 +1,46 @@
 """Checks for module 03, "Debugging with pdb".
 
-Part A: the student fixes a buggy PyTorch attention and a buggy TensorFlow standardisation (checked by behaviour
-against float64 NumPy, on inputs that trip each planted bug). Part B: the student writes pdb commands; the grader
-runs its own copy of a buggy program, seeded afresh, under pdb in a fresh isolated worker and reads the transcript.
+Part A: the student fixes a buggy PyTorch attention and a buggy TensorFlow standardisation, checked by behaviour
+against float64 NumPy on inputs that trip each planted bug. The TensorFlow one is judged as its graph: the student's
+worker saves it as a SavedModel and a fresh verifier runs it, so "still a tf.function" is not the word of the
+student's process.
+Part B: the student writes pdb commands from a whitelist (places, names and attribute paths: nothing that runs code);
+the grader runs its own copy of a buggy program, seeded afresh, under pdb in a fresh isolated worker with no notebook,
+and reads the debugger's own record of where it stood when each command printed what it printed.
 Part C: the student's anomaly-tool functions name the op that makes the first NaN in models the grader builds.
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
-from autograder._compare import Mismatch, tensor
-from autograder._context import GraderError
+from autograder.spec import GraderError, Mismatch, tensor
 
-# -- Part C: the grader's models. One structure for every model: four ops that can make a NaN, and parameters
-# (chosen in the parent for each input) that push exactly one of them out of its domain. Reading the source
-# cannot tell which op it is; running the model under the anomaly tools can.
-HELPERS = ['''
-def _clash_torch_nan_model(W, p_sqrt, p_acos, p_div, p_pow):
-    W = torch.as_tensor(W)
+# The grader's code that runs in the workers (Part C's models, Part B's recorded pdb session) is in
+# autograder/worker/m03_debugging.py.
 
-    def model(x):
-        h = x @ W.to(x.device)
-        a = torch.sqrt(h - p_sqrt)
-        b = torch.acos(torch.tanh(h) * p_acos)
-        z = torch.relu(h - p_div)
-        g = z / z.sum(dim=1, keepdim=True)
-        e = torch.pow(h - p_pow, 1.5)
-        return 0.5 * a + b + 2.0 * g + 0.1 * e
-    return model
+# -- Part B: the grader's copy of the program the student debugs (the notebook shows the same text), kept as a real
+# file. The seed line is replaced on every run, so the printed tensor changes and cannot be written into the answer.
+PDB_FILE, PDB_FUNCTION, PDB_NAME, PDB_LINE = "program.py", "softmax_rows", "shifted", 9
+PDB_PROGRAM = (Path(__file__).resolve().parents[1] / "worker" / "m03_program.py").read_text()
 
-
-def _clash_torch_nan(x, W, p_sqrt, p_acos, p_div, p_pow):
-    return torch_first_nan_op(_clash_torch_nan_model(W, p_sqrt, p_acos, p_div, p_pow), x)
-''', '''
-def _clash_tf_nan_model(W, p_sqrt, p_acos, p_div, p_pow):
-    W = tf.constant(W)
-
-    def model(x):
-        h = x @ W
-        a = tf.sqrt(h - p_sqrt)
-        b = tf.acos(tf.tanh(h) * p_acos)
-        z = tf.nn.relu(h - p_div)
-        g = z / tf.reduce_sum(z, axis=1, keepdims=True)
-        e = tf.pow(h - p_pow, 1.5)
-        return 0.5 * a + b + 2.0 * g + 0.1 * e
-    return model
-
-
-def _clash_tf_nan(x, W, p_sqrt, p_acos, p_div, p_pow):
-    return tf_first_nan_op(_clash_tf_nan_model(W, p_sqrt, p_acos, p_div, p_pow), x)
-''']
-
-# -- Part B: the grader's copy of the program the student debugs (the notebook shows the same text). The seed
-# line is replaced on every run, so the printed tensor changes and cannot be written into the answer.
-PDB_FUNCTION, PDB_NAME, PDB_LINE = "softmax_rows", "shifted", 9
-PDB_PROGRAM = '''import torch
-
-SEED = 0
-
-
-def softmax_rows(x, w):
-    logits = x @ w
-    shifted = logits - logits.max()
-    weights = torch.exp(shifted) / torch.exp(shifted).sum(dim=0)
-    return weights
-
-
-def main():
-    torch.manual_seed(SEED)
-    x = torch.randn(4, 3)
-    w = torch.randn(3, 5)
-    return softmax_rows(x, w)
-'''
-_LOCATION = re.compile(r"> \S*program\.py\((\d+)\)(\w+)\(\)")
+# The pdb commands the grader runs, each with the argument it may take: places, names and attribute paths only.
+# Anything else (`!` statements, expressions with calls, conditions, other commands) could run code of the
+# student's in the grader's session and print whatever it likes.
+_PATH = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"        # a name or an attribute path: x, self.w.shape
+_PLACE = rf"(?:(?:[\w./-]+:)?\d+|{_PATH})?"         # a breakpoint: [FILE:]LINE or FUNCTION, or none (list them)
+_COUNT = r"\d*"
+PDB_WHITELIST = {
+    **dict.fromkeys(("break", "b", "tbreak"), _PLACE),
+    **dict.fromkeys(("continue", "c", "cont", "next", "n", "step", "s", "return", "r", "where", "w", "bt"), ""),
+    **dict.fromkeys(("until", "unt", "up", "u", "down", "d"), _COUNT),
+    **dict.fromkeys(("p", "pp"), _PATH),
+}
+_WHITELIST_WORDS = ("break/b and tbreak [FILE:]LINE or FUNCTION, continue/c/cont, next/n, step/s, return/r, "
+                    "until/unt [LINE], where/w/bt, up/u and down/d [COUNT], and p or pp of a name or an attribute "
+                    "path (p x, p self.w.shape)")
 
 
 # -- Part A: PyTorch attention ------------------------------------------------------------------------------
@@ -150,18 +116,32 @@ def _standardize_problem(rng, n: int, d: int) -> np.ndarray:
 
 def tf_fix(ctx):
     fn = "tf_standardize"
+    # The evidence is a graph: the student's worker traces tf_standardize once for any (n, d) and saves it as a
+    # SavedModel; a fresh verifier that runs no notebook code loads it and answers every input. Started first, it
+    # starts while the student's worker saves.
+    verifier = ctx.fresh_worker([], ["tensorflow"])
     try:
-        ctx.introspect("tracing_count", fn)  # raises "... is a plain Python function, not a tf.function"
-    except Mismatch as m:
-        if "not a tf.function" not in str(m):
-            raise
-        ctx.fail(f"{m}: keep @tf.function. Dropping the graph hides the Python `if` on a tensor instead of fixing "
-                 "it; choose the divisor per column with tf.where(std < 1e-6, tf.ones_like(std), std)")
+        saved = ctx.call("@export_tf_standardize", [], "tensorflow", blame=fn)
+        if saved.get("type") == "str":
+            ctx.fail(f"{fn} is a plain Python function, not a tf.function: keep @tf.function. Dropping the graph "
+                     "hides the Python `if` on a tensor instead of fixing it; choose the divisor per column with "
+                     "tf.where(std < 1e-6, tf.ones_like(std), std)")
+        if saved.get("type") != "numpy.ndarray" or saved.get("dtype") != "uint8":
+            ctx.fail(f"exporting the graph of {fn} gave a {saved.get('type')}, not a SavedModel's bytes")
+        ctx.fresh_call(verifier, "@load_tf_standardize", [saved["array"]], "numpy",
+                       f"the graph of {fn}, saved as a SavedModel, does not load in a fresh process")
+        return _judge_tf_standardize(ctx, fn, lambda x: ctx.fresh_call(
+            verifier, "@run_tf_standardize", [x], "tensorflow", f"the graph of {fn}, run in a fresh process, raised"))
+    finally:
+        verifier.close()
+
+
+def _judge_tf_standardize(ctx, fn: str, run) -> str:
     shapes = [(int(ctx.rng.integers(6, 20)), int(ctx.rng.integers(3, 6))) for _ in range(2)]
     shapes.insert(0, (shapes[0][1] + 3,) * 2)  # square first: a row mean broadcasts silently here
     for n, d in shapes:
         x = _standardize_problem(ctx.rng, n, d)
-        out = ctx.call(fn, [x], "tensorflow")
+        out = run(x)
         want = _standardize(x)
         if out.get("type") in ("tf.Tensor", "tf.Variable"):
             got = out["array"]
@@ -180,48 +160,74 @@ def tf_fix(ctx):
                              "choose the divisor per column with tf.where(std < 1e-6, 1.0, std)")
         ctx.same(out, ctx.truth(want), "tensorflow", ["output"], f"{fn} vs float64 NumPy ({n}x{d} input)",
                  want_framework="any")
-    return "still a tf.function, and matches float64 NumPy on 3 shapes, constant and tiny columns included"
+    return ("still a tf.function: its graph, saved and reloaded in a fresh process, matches float64 NumPy on 3 "
+            "shapes, constant and tiny columns included")
 
 
 # -- Part B: pdb commands -----------------------------------------------------------------------------------
-def _printed_after(transcript: str, index: int) -> str:
-    """What the pdb command at prompt number `index` printed."""
-    parts = transcript.split("(Pdb) ")
-    return parts[index].strip() if len(parts) > index else ""
+def _unlisted(commands: str) -> str | None:
+    """The first line of `commands` that is not a whitelisted pdb command, or None. Lines split as pdb reads them
+    (at "\n"); an empty line repeats the previous command, so it is allowed."""
+    for line in commands.split("\n"):
+        word, arg = (line.split(None, 1) + ["", ""])[:2]
+        if word and not (word in PDB_WHITELIST and re.fullmatch(PDB_WHITELIST[word], arg.strip())):
+            return line.strip()
+    return None
+
+
+def _pdb_events(ctx, worker, program: str, commands: str, doing: str) -> list[list[str]]:
+    """The grader's program under pdb in `worker`, fed `commands`: the session's events (see
+    autograder/worker/m03_debugging.py, pdb_session): stops and commands with where pdb stood, then the transcript."""
+    out = ctx.fresh_call(worker, "@pdb_session", [program, commands], "numpy", doing)
+    return [[leaf["value"] for leaf in event["items"]] for event in out["items"]]
 
 
 def pdb_shifted(ctx):
     commands = ctx.text(ctx.call("pdb_commands", [], "numpy"), "pdb_commands()")
+    unlisted = _unlisted(commands)
+    if unlisted is not None:
+        shown = unlisted if len(unlisted) <= 100 else unlisted[:100] + "..."
+        ctx.fail(f"pdb_commands() holds {shown!r}, which is not one of the pdb commands the grader runs: "
+                 f"{_WHITELIST_WORDS}; no ! statements, no calls, no conditions, no other commands")
     seed = int(ctx.rng.integers(1, 1 << 31))
     program = PDB_PROGRAM.replace("SEED = 0", f"SEED = {seed}")
-    # In one fresh isolated worker: first the grader's own commands (what `p shifted` prints at the right place),
-    # answered before the student's commands run there on the same program.
-    mine, transcript = ctx.pdb_transcripts(program, [f"b program.py:{PDB_LINE}\nc\np {PDB_NAME}\nc\n", commands],
-                                           ["torch"])
-    want = _printed_after(mine, 3)
+    # In one fresh isolated worker with no notebook: first the grader's own commands (what `p shifted` prints at
+    # the right place), answered before the student's commands run there on the same program.
+    worker = ctx.fresh_worker([], ["torch"], device="cpu")
+    try:
+        try:
+            mine = _pdb_events(ctx, worker, program, f"b {PDB_FILE}:{PDB_LINE}\nc\np {PDB_NAME}\nc\n",
+                               "the grader's own pdb run failed")
+        except Mismatch as m:
+            raise GraderError(str(m)) from None
+        events = _pdb_events(ctx, worker, program, commands, "pdb could not run your commands")
+    finally:
+        worker.close()
+    want = next((e[5].strip() for e in mine if e[0] == "command" and e[4] == f"p {PDB_NAME}"), "")
     if not want.startswith("tensor("):
         raise GraderError(f"the grader's own pdb run printed {want[:80]!r}")
-    ctx.details["transcript"] = transcript[-2000:]
-    stops = [(m.start(), int(m.group(1)), m.group(2)) for m in _LOCATION.finditer(transcript)]
-    inside = [s for s in stops if s[2] == PDB_FUNCTION]
-    if not inside:
-        seen = sorted({f"{f}() line {n}" for _, n, f in stops})
-        ctx.fail(f"your commands never stopped inside {PDB_FUNCTION}() (pdb stopped at: {', '.join(seen) or 'nothing'}). "
-                 f"pdb starts at main()'s first line: set a breakpoint in {PDB_FUNCTION} (b {PDB_FUNCTION}, or "
-                 f"b program.py:LINE) and continue with c")
-    at = transcript.find(want)
-    if at < 0:
-        if f"NameError: name '{PDB_NAME}' is not defined" in transcript:
+    ctx.details["transcript"] = events[-1][1][-2000:]
+    # Where pdb stood comes from the debugger's own record, never from printed text.
+    stops = [(fn, int(line)) for _, file, fn, line, _ in (e for e in events if e[0] == "stop") if file == PDB_FILE]
+    if not any(fn == PDB_FUNCTION for fn, _ in stops):
+        seen = sorted({f"{fn}() line {n}" for fn, n in stops})
+        ctx.fail(f"your commands never stopped inside {PDB_FUNCTION}() "
+                 f"(pdb stopped at: {', '.join(seen) or 'nothing'}). pdb starts at main()'s first line: set a "
+                 f"breakpoint in {PDB_FUNCTION} (b {PDB_FUNCTION}, or b program.py:LINE) and continue with c")
+    commands_run = [e for e in events if e[0] == "command"]
+    shown = [(file, fn, int(line)) for _, file, fn, line, _, output in commands_run if want in output]
+    if not shown:
+        if any(f"NameError: name '{PDB_NAME}' is not defined" in e[5] for e in commands_run):
             ctx.fail(f"pdb stopped in {PDB_FUNCTION}() before {PDB_NAME} was assigned (NameError): a breakpoint "
                      f"on a line stops before that line runs. Step past the assignment with n, or break on the "
                      f"line after it")
         ctx.fail(f"your commands stopped inside {PDB_FUNCTION}() but the transcript never shows the value of "
                  f"{PDB_NAME} (print it with p {PDB_NAME}; printing another variable, or a converted copy such as "
                  f".numpy(), does not count)")
-    before = [s for s in stops if s[0] < at]
-    if not before or before[-1][2] != PDB_FUNCTION:
+    inside = [line for file, fn, line in shown if (file, fn) == (PDB_FILE, PDB_FUNCTION)]
+    if not inside:
         ctx.fail(f"the transcript shows {PDB_NAME}'s value, but not while stopped inside {PDB_FUNCTION}()")
-    return f"stopped in {PDB_FUNCTION}() at line {before[-1][1]} and printed {PDB_NAME} (grader seed {seed})"
+    return f"stopped in {PDB_FUNCTION}() at line {inside[0]} and printed {PDB_NAME} (grader seed {seed})"
 
 
 # -- Part C: the op that makes the first NaN ----------------------------------------------------------------
@@ -259,10 +265,7 @@ def _nan_problem(rng, kind: str) -> list:
 
 
 def _named(ctx, fn: str, helper: str, framework: str, kind: str, args: list) -> str:
-    try:
-        out = ctx.call(helper, args, framework)
-    except Mismatch as m:  # name the student's function, not the grader's helper that called it
-        raise Mismatch(str(m).replace(helper, fn)) from None
+    out = ctx.call(helper, args, framework, blame=fn)
     if out.get("type") == "None":
         how = ("Anomaly mode checks the backward pass only: make x require grad and call .backward() on a scalar "
                "(model_fn(x).sum()) inside detect_anomaly" if framework == "torch" else
@@ -290,12 +293,12 @@ def _nan_part(ctx, fn: str, helper: str, framework: str, kinds: list[str]) -> st
 
 def torch_nan(ctx):
     kinds = list(ctx.rng.permutation(["sqrt", "acos", "div"]))
-    return _nan_part(ctx, "torch_first_nan_op", "_clash_torch_nan", "torch", kinds)
+    return _nan_part(ctx, "torch_first_nan_op", "@torch_nan", "torch", kinds)
 
 
 def tf_nan(ctx):
     kinds = list(ctx.rng.permutation(["sqrt", "acos", "div"]))
-    return _nan_part(ctx, "tf_first_nan_op", "_clash_tf_nan", "tensorflow", kinds)
+    return _nan_part(ctx, "tf_first_nan_op", "@tf_nan", "tensorflow", kinds)
 
 
 def nan_agree(ctx):
@@ -304,8 +307,8 @@ def nan_agree(ctx):
     kinds = ["pow", str(ctx.rng.choice(["sqrt", "acos", "div"]))]
     for kind in kinds:
         args = _nan_problem(ctx.rng, kind)
-        a = _named(ctx, "torch_first_nan_op", "_clash_torch_nan", "torch", kind, args)
-        b = _named(ctx, "tf_first_nan_op", "_clash_tf_nan", "tensorflow", kind, args)
+        a = _named(ctx, "torch_first_nan_op", "@torch_nan", "torch", kind, args)
+        b = _named(ctx, "tf_first_nan_op", "@tf_nan", "tensorflow", kind, args)
         if a != b:  # unreachable while both equal kind; kept as the statement of what this part checks
             ctx.fail(f"PyTorch blamed {a!r} and TensorFlow {b!r} on twin models")
     return f"PyTorch's detect_anomaly and TensorFlow's check_numerics blame the same op ({', '.join(kinds)})"

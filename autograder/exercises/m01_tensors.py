@@ -2,7 +2,9 @@
 
 The student writes a mean-squared-error loss and its gradient in both frameworks, a gradient-descent loop
 in both, and a tf.function version of the TensorFlow loss. Ground truth is computed here in float64 NumPy
-where it can be; elsewhere it comes from the reference solution's worker.
+where it can be; elsewhere it comes from the reference solution's worker. The tf.function is judged by the
+graphs it saves (autograder/worker/m01_tensors.py), loaded and run in a fresh verifier, never by what the
+student's process says about it.
 """
 from __future__ import annotations
 
@@ -74,22 +76,46 @@ def same_weights(ctx):
     return "both loops reach the same weights as plain gradient descent"
 
 
+NOT_A_GRAPH = "tf_loss_and_grad_graph is a plain Python function, not a tf.function: compile it with tf.function"
+
+
 def tf_graph(ctx):
+    # The evidence is the graphs themselves: the student's worker saves the graphs its calls ran (a SavedModel),
+    # and a fresh verifier that runs no notebook code counts them and runs them on inputs the student never saw.
     shape_rng = np.random.default_rng(ctx.rng.integers(1 << 32))
     n, d = int(shape_rng.integers(16, 65)), int(shape_rng.integers(3, 9))
-    before = ctx.introspect("tracing_count", "tf_loss_and_grad_graph")
-    for _ in range(5):  # same shapes, new values: a graph built for the first must serve them all
-        args = _problem(ctx.rng, n=n, d=d)
-        graph = ctx.call("tf_loss_and_grad_graph", args, "tensorflow")
-        eager = ctx.call("tf_loss_and_grad", args, "tensorflow")
-        ctx.same(graph, eager, "tensorflow", NAMES, "tf_loss_and_grad_graph vs eager tf_loss_and_grad")
-        ctx.same(graph, ctx.truth(*_truth_loss_and_grad(*args)), "tensorflow", NAMES,
-                 "tf_loss_and_grad_graph vs float64 NumPy", want_framework="any")
-    traces = ctx.introspect("tracing_count", "tf_loss_and_grad_graph") - before
-    ctx.details["traces"] = traces
-    if traces > 1:
-        ctx.fail(f"tf_loss_and_grad_graph traced {traces} times for 5 calls with same-shaped tensors; expected at most 1")
-    return f"equals eager on 5 inputs and traced {traces} time(s) for them"
+    verifier = ctx.fresh_worker([], ["tensorflow"])  # starts while the student's worker exports
+    try:
+        # Same shapes, new values: a graph built for the first call must serve them all.
+        calls = [_problem(ctx.rng, n=n, d=d) for _ in range(5)]
+        data = ctx.call("@export_loss_graph", [np.stack(a) for a in zip(*calls)], "tensorflow",
+                        blame="tf_loss_and_grad_graph")
+        if data.get("type") == "str":
+            ctx.fail(NOT_A_GRAPH)
+        if data.get("type") != "numpy.ndarray" or data.get("dtype") != "uint8":
+            ctx.fail(f"saving the graphs of tf_loss_and_grad_graph gave a {data.get('type')}, not a SavedModel")
+        loaded = ctx.fresh_call(verifier, "@load_loss_graph", [data["array"]], "numpy",
+                                "tf.saved_model.load cannot read the graphs of tf_loss_and_grad_graph")
+        traces = int(loaded["array"])
+        ctx.details["traces"] = traces
+        if traces > 1:
+            ctx.fail(f"tf_loss_and_grad_graph traced {traces} times for 5 calls with same-shaped tensors; "
+                     f"expected at most 1")
+        for _ in range(5):
+            args = _problem(ctx.rng, n=n, d=d)
+            graph = ctx.fresh_call(verifier, "@run_loss_graph", args, "tensorflow",
+                                   "the saved graph of tf_loss_and_grad_graph raised")
+            if graph.get("type") == "str":
+                ctx.fail(f"the graph of tf_loss_and_grad_graph was traced for inputs of shapes "
+                         f"{graph['value'].removeprefix('shapes ')}; it cannot take w, x, y of shapes "
+                         f"({d},), ({n}, {d}), ({n},)")
+            eager = ctx.call("tf_loss_and_grad", args, "tensorflow")
+            ctx.same(graph, eager, "tensorflow", NAMES, "tf_loss_and_grad_graph vs eager tf_loss_and_grad")
+            ctx.same(graph, ctx.truth(*_truth_loss_and_grad(*args)), "tensorflow", NAMES,
+                     "tf_loss_and_grad_graph vs float64 NumPy", want_framework="any")
+    finally:
+        verifier.close()
+    return f"its saved graph equals eager on 5 new inputs, in a fresh process; traced {traces} time(s) for 5 calls"
 
 
 def graph_speed(ctx):

@@ -13,7 +13,7 @@ from autograder._compare import Mismatch
 from autograder._context import Context, GraderError, NeedsReference
 from autograder._registry import Course, Limits, load_course
 from autograder._result import FAILED, NEEDS_REFERENCE, PASSED, SKIPPED, CheckResult, PartResult
-from autograder._sandbox import Worker, WorkerError
+from autograder._sandbox import Worker, WorkerError, worker_env
 from autograder._source import cells_for, notebook_sources
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,6 +69,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         return Worker(role, student_cells if role == "student" else reference_cells, frameworks, device, limits,
                       zygote, grader)
     student, reference = start("student"), start("reference")
+    verifiers = None if zygote is not None else _VerifierZygote(frameworks, device)
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
                          notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
                          frameworks=frameworks)
@@ -110,7 +111,8 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
                 if not reference.alive:
                     reference.close()
                     reference = start("reference")
-                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors, fatal)
+                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors, fatal,
+                              verifiers)
                 results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
                 if not student.alive and ctx.calling and ctx.calling not in fatal:
                     fatal[ctx.calling] = f"{ctx.calling} ended the worker in part {pid}: " + \
@@ -121,7 +123,27 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     finally:
         student.close()
         reference.close()
+        if verifiers is not None:
+            verifiers.close()
         result.timings["total"] = time.perf_counter() - started
+
+
+class _VerifierZygote:
+    """Fresh verifiers (Context.fresh_worker) of a check run without a zygote fork from one started on first use:
+    each later part's verifier costs a fork instead of a new interpreter importing the frameworks (6-9 s)."""
+
+    def __init__(self, frameworks: list[str], device: str):
+        self.frameworks, self.device, self.zygote = frameworks, device, None
+
+    def __call__(self):
+        if self.zygote is None:
+            from autograder._zygote import Zygote
+            self.zygote = Zygote(self.frameworks, worker_env(self.device))
+        return self.zygote
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
 
 
 def worker_module(spec_module: str) -> str | None:

@@ -156,3 +156,59 @@ def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}
     assert "state_dict" in parts(result)["torch_file"].message  # reloaded the state_dict, not an archive
+
+
+# Issue 12: quantize_torch's size was the length of a state_dict serialized in the student's process, so a float
+# model passed as quantized when that process said less than it held. Both attacks return the float model unchanged.
+FORGED_SIZE = {
+    # torch.save patched in the notebook: a float state_dict is written as an empty one
+    "patched torch.save": '''
+_real_save = torch.save
+
+
+def _small_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and any(str(k).endswith(".weight") for k in obj):
+        obj = {}
+    return _real_save(obj, f, *args, **kwargs)
+
+
+torch.save = _small_save
+
+
+def quantize_torch(model):
+    return model
+''',
+    # a wrapper whose state_dict() says nothing about the float weights it computes with
+    "state_dict that hides the weights": '''
+class Reported(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+    def state_dict(self, *args, **kwargs):
+        return {}
+
+
+def quantize_torch(model):
+    return Reported(model)
+''',
+}
+
+
+@pytest.mark.parametrize("attack", list(FORGED_SIZE))
+def test_a_float_model_that_reports_a_small_state_dict_scores_nothing(course, tmp_path, zygote, attack):
+    nb = notebook_with(SOLUTION, {"quantize_torch": FORGED_SIZE[attack]}, tmp_path / "forged.ipynb")
+    for part in ("torch_quant", "quant_agree"):
+        (got,) = run_check(f"{MID}.{part}", notebook=nb, course=course, zygote=zygote).parts
+        assert not got.passed, (part, got.message)
+        assert "does not load into quantize_dynamic's copy of the MLP" in got.message, (part, got.message)
+
+
+def test_the_honest_quantized_model_passes_the_same_parts(course, zygote):
+    """The control: the solution's model passes both parts, its logits computed from its state_dict alone."""
+    for part in ("torch_quant", "quant_agree"):
+        (got,) = run_check(f"{MID}.{part}", notebook=SOLUTION, course=course, zygote=zygote).parts
+        assert got.passed, (part, got.message)

@@ -209,3 +209,71 @@ def test_the_exercise_states_the_graders_own_bands(course):
     prose = " ".join(prose.split())
     assert f"within {spec.BAND:g}x of its ratio" in prose
     assert f"within {spec.SCALES_BAND:g}x of the growth" in prose
+
+
+# Issue 12: evidence the student's process cannot forge.
+ZERO_INIT = '''
+def build_torch_cnn():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    for p in model.parameters():
+        nn.init.zeros_(p)
+    return model
+'''
+
+# The Keras run trains twice as long on shuffled batches with Keras's own epsilon (so its accuracy clears the bar),
+# and reports the PyTorch run's curve, kept in a global.
+COPIED_CURVE = {
+    "train_torch": '''
+_CURVE = []
+
+
+def train_torch(model, x, y, epochs, batch_size, lr):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size])
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        losses.append(total / -(-len(x) // batch_size))
+    _CURVE[:] = losses
+    return losses
+''',
+    "train_keras": '''
+def train_keras(model, x, y, epochs, batch_size, lr):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=batch_size, epochs=2 * epochs, verbose=0)
+    return list(_CURVE) or history.history["loss"][:epochs]
+''',
+}
+
+
+def _part(course, tmp_path, zygote, part, replacements):
+    nb = notebook_with(course.module(M).solution, replacements, tmp_path / f"{part}.ipynb")
+    (got,) = run_check(f"{M}.{part}", notebook=nb, course=course, zygote=zygote).parts
+    return got
+
+
+def test_weights_the_student_chose_cannot_make_a_wrong_port_look_right(course, tmp_path, zygote):
+    """The truth was computed from the PyTorch model's own weights, read back from the student's process: with all of
+    them zero, every port agrees with it. The grader now loads weights it drew itself."""
+    got = _part(course, tmp_path, zygote, "equivalence", {"build_torch_cnn": ZERO_INIT, **{
+        "port_weights": WRONG["port_weights"]}})
+    assert got.status == "failed", got.message
+    assert "left in PyTorch's flatten order" in got.message
+    # The control: the same zero-initialised model with the right port passes.
+    assert _part(course, tmp_path, zygote, "equivalence", {"build_torch_cnn": ZERO_INIT}).passed
+
+
+def test_a_loss_curve_copied_from_the_other_framework_fails(course, tmp_path, zygote):
+    """The loss curves are held only to each other; the trained model's logits are held to the reference's."""
+    got = _part(course, tmp_path, zygote, "converges", COPIED_CURVE)
+    assert got.status == "failed", got.message
+    assert "the curve train_keras reports is not its training's" in got.message and "shuffle=False" in got.message
+    # The control: the PyTorch half of the attack, honest on its own, passes with the solution's Keras training.
+    assert _part(course, tmp_path, zygote, "converges", {"train_torch": COPIED_CURVE["train_torch"]}).passed

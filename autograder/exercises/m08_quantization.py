@@ -4,17 +4,22 @@ The student quantizes the same small float MLP (64 -> 256 -> ReLU -> 10, on flat
 frameworks: `quantize_torch` with torch.ao.quantization dynamic quantization, `to_tflite` with the TFLite
 converter's post-training quantization; then writes each to a file (`save_quantized`, `export_tflite`).
 
-Ground truth comes from here and from the clean reference worker, never from what the student's process says:
+Ground truth comes from here and from the clean reference worker, never from what the student's process says;
+every model is judged by an artifact, loaded and run by a fresh confined worker that runs no notebook code, only the
+grader's loaders (autograder/worker/m08_quantization.py). Never the reference worker, which is unconfined and can
+read the solutions: a crafted file is untrusted input to a parser.
 - The float weights are fitted here, in the parent, on every run (random ReLU features + a ridge-regression
   read-out: one linear solve, ~96 % test accuracy, no framework needed), so both frameworks get the SAME float
-  model. Test images are drawn with a fresh seed each run; accuracy is computed here from returned logits.
-- A TFLite flatbuffer is data: the student's function returns its bytes (as a uint8 array), and a fresh confined
-  worker that runs only the grader's code parses it in its own tf.lite.Interpreter, builtin ops only, checks its
-  op list and runs it. Never the reference worker, which is unconfined and can read the solutions: a crafted
-  flatbuffer is untrusted input to the interpreter's parser.
-- A PyTorch file is data too: a fresh confined worker that runs only the grader's code reloads it (torch.jit.load,
-  or torch.load(weights_only=True) of a state_dict into the grader's own quantized skeleton) and compares it with
-  its own quantize_dynamic.
+  model. Test images are drawn with a fresh seed each run; accuracy is computed here from the verifier's logits.
+- quantize_torch's model is judged by its state_dict: its bytes come back here (their length is the size gated),
+  and the verifier loads them with torch.load(weights_only=True) into quantize_dynamic's copy of the MLP, strictly,
+  so they must hold every Linear's int8 weights; its logits are the verifier's. The model's own logits in the
+  student's process must merely agree with them. (A model whose state_dict() said less than it computes, or a
+  patched torch.save, used to pass the size gate as a float model.)
+- A TFLite flatbuffer is data: the student's function returns its bytes (as a uint8 array); the verifier parses
+  it in its own tf.lite.Interpreter, builtin ops only, holds its op list to TFLITE_OPS and runs it.
+- A PyTorch file is data too: the verifier reloads it (torch.jit.load, or torch.load(weights_only=True) of a
+  state_dict into the grader's own quantized skeleton) and compares it with its own quantize_dynamic.
 - Sizes: PyTorch's are serialized state_dict bytes (float: measured in the reference worker); TFLite's are the
   flatbuffer's length against the float32 weights' 4 bytes per parameter (a float TFLite file is ~1.5 KB more).
 
@@ -42,16 +47,16 @@ Tolerances, measured on 4 seeds (1000 fresh test images each) with the solution 
   measurement: mean |diff| <= 0.35, 99th percentile <= 1.2, top-1 agreement >= 93 %; the max is not judged.
   Two float models pass these trivially, so quant_agree first requires both models to be quantized (the size gates).
 
-On CUDA: dynamically quantized Linear layers run on CPU only (fbgemm/qnnpack kernels), so the grader's helpers move
-inputs to the CPU and the torch parts judge CPU execution on any machine; the TFLite interpreter is CPU-only too.
+On CUDA: dynamically quantized Linear layers run on CPU only (fbgemm/qnnpack kernels), so the grader's worker code
+moves inputs to the CPU and the torch parts judge CPU execution on any machine; the TFLite interpreter is CPU-only too.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import closing
 
 import numpy as np
 
-from autograder.datasets import digits
+from autograder.spec import digits
 
 D_IN, HIDDEN, N_CLASSES = 64, 256, 10
 FLOAT_TFLITE_WEIGHT_BYTES = 4 * (D_IN * HIDDEN + HIDDEN + HIDDEN * N_CLASSES + N_CLASSES)  # 76,840
@@ -61,220 +66,6 @@ AGREE_MIN, AGREE_MEAN_ABS, AGREE_P99 = 0.93, 0.35, 1.2
 N_TEST, N_REP = 1000, 200
 TFLITE_OPS = {"FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE", "RELU", "RESHAPE", "ADD", "MUL", "SOFTMAX",
               "BATCH_MATMUL", "TRANSPOSE", "CAST", "DELEGATE"}
-
-TORCH_HELPERS = '''
-import io as _clash_io
-import os as _clash_os
-import warnings as _clash_warnings
-import numpy as _clash_np
-import torch
-from torch import nn
-
-_clash_torch_state = {"saves": 0, "loads": 0}
-
-
-def _clash_float_model(w1, b1, w2, b2):
-    """The grader's float MLP (on the CPU: quantized kernels are CPU-only)."""
-    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
-    with torch.no_grad():
-        for p, w in zip(model.parameters(), (w1, b1, w2, b2)):
-            p.copy_(w.detach().float().cpu())
-    return model.eval()
-
-
-def _clash_grader_quantized(w1, b1, w2, b2):
-    with _clash_warnings.catch_warnings():
-        _clash_warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(_clash_float_model(w1, b1, w2, b2), {nn.Linear},
-                                                      dtype=torch.qint8)
-
-
-def _clash_serialized(obj):
-    buf = _clash_io.BytesIO()
-    torch.save(obj, buf)
-    return _clash_np.frombuffer(buf.getvalue(), _clash_np.uint8).copy()
-
-
-def _clash_torch_float_size(w1, b1, w2, b2):
-    return int(_clash_serialized(_clash_float_model(w1, b1, w2, b2).state_dict()).size)
-
-
-def _clash_torch_quant(w1, b1, w2, b2, x):
-    """The student's quantize_torch on the grader's float model: its logits on x and its state_dict's bytes."""
-    with _clash_warnings.catch_warnings():
-        _clash_warnings.simplefilter("ignore")
-        q = quantize_torch(_clash_float_model(w1, b1, w2, b2))
-        if q is None:
-            return "returned None (a missing return statement?)"
-        if not isinstance(q, nn.Module):
-            return f"returned a {type(q).__name__}, not a model: return the quantized nn.Module itself"
-        with torch.no_grad():
-            out = q(x.cpu())
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], 10):
-            return f"returned a model whose output is not a (n, 10) tensor of logits"
-        return out.float(), _clash_serialized(q.state_dict())
-
-
-def _clash_torch_save(w1, b1, w2, b2):
-    """The grader quantizes its own model; the student's save_quantized writes it; the bytes go to the reference."""
-    _clash_torch_state["saves"] += 1
-    path = f"m08_quantized_{_clash_torch_state['saves']}.pt"
-    q = _clash_grader_quantized(w1, b1, w2, b2)
-    with _clash_warnings.catch_warnings():
-        _clash_warnings.simplefilter("ignore")
-        save_quantized(q, path)
-    if not _clash_os.path.isfile(path):
-        return f"nofile {path}"
-    with open(path, "rb") as f:
-        return _clash_np.frombuffer(f.read(), _clash_np.uint8).copy()
-
-
-def _clash_torch_reload(blob, w1, b1, w2, b2, x):
-    """Fresh worker: reload the student's file and run it; run the grader's own quantized model beside it."""
-    _clash_torch_state["loads"] += 1
-    path = f"m08_reload_{_clash_torch_state['loads']}.pt"
-    with open(path, "wb") as f:
-        f.write(blob.cpu().numpy().tobytes())
-    mine = _clash_grader_quantized(w1, b1, w2, b2)
-    with _clash_warnings.catch_warnings():
-        _clash_warnings.simplefilter("ignore")
-        how = "torch.jit.load"
-        try:
-            loaded = torch.jit.load(path, map_location="cpu")
-        except Exception as jit_error:
-            how = "torch.load(weights_only=True) + load_state_dict"
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-                return f"noload {type(e).__name__}: {first}"
-            if not isinstance(obj, dict):
-                return f"notdict {type(obj).__name__}"
-            loaded = _clash_grader_quantized(w1, b1, w2, b2)
-            try:
-                loaded.load_state_dict(obj)
-            except Exception as e:
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-                return f"nostate {type(e).__name__}: {first}"
-        with torch.no_grad():
-            got = loaded(x.cpu())
-            want = mine(x.cpu())
-    if not isinstance(got, torch.Tensor):
-        return f"notensor {type(got).__name__}"
-    return got.float(), want, how
-'''
-
-TF_HELPERS = '''
-import contextlib as _clash_contextlib
-import io as _clash_tf_io
-import os as _clash_tf_os
-import warnings as _clash_tf_warnings
-import numpy as _clash_tf_np
-import tensorflow as tf
-
-_clash_tf_state = {"exports": 0, "runs": 0}
-_CLASH_TFLITE_OPS = TFLITE_OPS_SET
-
-
-def _clash_keras_model(w1, b1, w2, b2):
-    """The grader's float MLP as Keras: Dense kernels are (in, out), the transpose of Linear.weight."""
-    import keras
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                              keras.layers.Dense(10)])
-    model.layers[0].set_weights([w1.numpy().T, b1.numpy()])
-    model.layers[1].set_weights([w2.numpy().T, b2.numpy()])
-    return model
-
-
-def _clash_as_blob(fb, fn):
-    if fb is None:
-        return f"{fn} returned None (a missing return statement?)"
-    if isinstance(fb, (bytes, bytearray, memoryview)):
-        return _clash_tf_np.frombuffer(bytes(fb), _clash_tf_np.uint8).copy()
-    return (f"{fn} returned a {type(fb).__name__}, not the flatbuffer: return the bytes that "
-            f"converter.convert() gives")
-
-
-def _clash_to_tflite(w1, b1, w2, b2, rep):
-    """The student's to_tflite on the grader's Keras model; the flatbuffer comes back as uint8 data."""
-    model = _clash_keras_model(w1, b1, w2, b2)
-    with _clash_tf_warnings.catch_warnings():
-        _clash_tf_warnings.simplefilter("ignore")
-        fb = to_tflite(model, rep.numpy())
-    return _clash_as_blob(fb, "to_tflite")
-
-
-def _clash_export_tflite(w1, b1, w2, b2, rep):
-    """The student's export_tflite writes a .tflite file; its bytes go to the reference worker."""
-    _clash_tf_state["exports"] += 1
-    path = f"m08_model_{_clash_tf_state['exports']}.tflite"
-    model = _clash_keras_model(w1, b1, w2, b2)
-    with _clash_tf_warnings.catch_warnings():
-        _clash_tf_warnings.simplefilter("ignore")
-        export_tflite(model, rep.numpy(), path)
-    if not _clash_tf_os.path.isfile(path):
-        return f"nofile {path}"
-    with open(path, "rb") as f:
-        return _clash_tf_np.frombuffer(f.read(), _clash_tf_np.uint8).copy()
-
-
-def _clash_run_tflite(blob, x, from_file):
-    """A fresh worker: run a flatbuffer in the TFLite interpreter (builtin ops only, no delegates) on x."""
-    data = blob.numpy().tobytes()
-    x = x.numpy()
-    kwargs = {"experimental_op_resolver_type": tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    if int(from_file):
-        _clash_tf_state["runs"] += 1
-        path = f"m08_reload_{_clash_tf_state['runs']}.tflite"
-        with open(path, "wb") as f:
-            f.write(data)
-        kwargs["model_path"] = path
-    else:
-        kwargs["model_content"] = data
-    with _clash_tf_warnings.catch_warnings():
-        _clash_tf_warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT)
-        try:
-            it = tf.lite.Interpreter(**kwargs)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            return f"invalid {type(e).__name__}: {first}"
-        try:
-            ops = sorted({d["op_name"] for d in it._get_ops_details()})
-        except Exception:
-            ops = []
-        extra = [op for op in ops if op not in _CLASH_TFLITE_OPS]
-        if extra:
-            return f"ops {extra}"
-        inputs, outputs = it.get_input_details(), it.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            return f"arity {len(inputs)} inputs and {len(outputs)} outputs"
-        inp, out = inputs[0], outputs[0]
-        if list(inp["shape"])[-1:] != [64]:
-            return f"shape input of shape {list(inp['shape'])}"
-        try:
-            it.resize_tensor_input(inp["index"], [len(x), 64])
-            it.allocate_tensors()
-        except Exception as e:
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            return f"invalid {type(e).__name__}: {first}"
-        if inp["dtype"] in (_clash_tf_np.int8, _clash_tf_np.uint8):  # full-integer model with integer inputs
-            scale, zero = inp["quantization"]
-            info = _clash_tf_np.iinfo(inp["dtype"])
-            x = _clash_tf_np.clip(_clash_tf_np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] in (_clash_tf_np.int8, _clash_tf_np.uint8):
-            scale, zero = out["quantization"]
-            y = (y.astype(_clash_tf_np.float32) - zero) * scale
-    if tuple(y.shape) != (len(x), 10):
-        return f"shape output of shape {list(y.shape)}"
-    return y.astype(_clash_tf_np.float32), ",".join(ops)
-'''.replace("TFLITE_OPS_SET", repr(sorted(TFLITE_OPS)).replace("[", "{").replace("]", "}"))
-
-HELPERS = [TORCH_HELPERS, TF_HELPERS]
-BASELINE = ""  # no timed part
-
 
 # -- the float model and the data, here in the parent -------------------------------------------------------
 def _fit(rng: np.random.Generator, n: int = 2000, lam: float = 0.1) -> list[np.ndarray]:
@@ -335,14 +126,41 @@ def _accuracy_verdict(ctx, logits: np.ndarray, weights, x, y, what: str) -> str:
            f"float's on average, same prediction as float on {100 * agree:.1f} %"
 
 
-def _torch_quantized(ctx, weights, x) -> tuple[np.ndarray, int, int]:
-    """The student's quantized model: logits on x, its state_dict's size, the float model's size."""
-    out = _status(ctx, ctx.call("_clash_torch_quant", [*weights, x], "torch"), "quantize_torch")
+def _verifier(ctx, framework: str):
+    """A fresh confined worker that runs no notebook code, only the grader's loaders
+    (autograder/worker/m08_quantization.py); it starts (imports its framework) while the student's worker quantizes."""
+    return closing(ctx.fresh_worker([], [framework]))
+
+
+def _torch_quantized(ctx, verifier, weights, x, part: str = "") -> tuple[np.ndarray, int, int]:
+    """quantize_torch's model, judged by its state_dict: the size of those bytes (gated), and the logits on x that
+    the fresh `verifier` computes from them alone, loaded into quantize_dynamic's copy of the MLP. Returns those
+    logits, the size and the float model's size."""
+    out = _status(ctx, ctx.call("@torch_quantized", [*weights, x], "torch", blame="quantize_torch"), "quantize_torch")
     if isinstance(out, str):
         ctx.fail(f"quantize_torch {out}")
-    logits, blob = out["items"]
-    float_size = int(ctx.call_reference("_clash_torch_float_size", weights, "torch")["array"])
-    return _array(logits), int(np.asarray(blob["array"]).size), float_size
+    own_logits, blob = out["items"]
+    blob = np.asarray(blob["array"], np.uint8)
+    float_size = int(ctx.call_reference("@torch_float_size", weights, "torch")["array"])
+    _torch_size_gate(ctx, blob.size, float_size, part)
+    got = ctx.fresh_call(verifier, "@torch_state_logits", [blob, x], "numpy",
+                         "loading the state_dict of quantize_torch's model in a fresh process")
+    if got.get("type") == "str":
+        kind, _, rest = got["value"].partition(" ")
+        if kind == "nostate":
+            ctx.fail(f"the state_dict of quantize_torch's model does not load into quantize_dynamic's copy of the MLP "
+                     f"({rest}): return the model that torch.ao.quantization.quantize_dynamic gives, every nn.Linear "
+                     f"quantized to qint8")
+        ctx.fail(f"the state_dict of quantize_torch's model cannot be read back without running code ({rest}): "
+                 f"return the model that torch.ao.quantization.quantize_dynamic gives")
+    logits = _array(got)
+    apart = float(np.abs(_array(own_logits) - logits).max())
+    ctx.details["own_vs_state_dict"] = apart
+    if apart > 1e-4:
+        ctx.fail(f"quantize_torch's model and its own state_dict, reloaded in a fresh process, give logits up to "
+                 f"{apart:.3g} apart on {len(x)} digits: return the quantized model itself, whose forward pass is "
+                 f"the one its weights describe")
+    return logits, blob.size, float_size
 
 
 def _torch_size_gate(ctx, size: int, float_size: int, part: str = "") -> None:
@@ -360,30 +178,22 @@ def _torch_size_gate(ctx, size: int, float_size: int, part: str = "") -> None:
                  f"float32); {why}")
 
 
-def _tflite_blob(ctx, fn: str, helper: str, weights, rep) -> dict:
-    out = _status(ctx, ctx.call(helper, [*weights, rep], "tensorflow"), fn)
+def _tflite_blob(ctx, fn: str, weights, rep) -> np.ndarray:
+    """The flatbuffer the student's `fn` made of the grader's Keras model (to_tflite returns it, export_tflite
+    writes it): bytes only, judged elsewhere."""
+    out = _status(ctx, ctx.call(f"@{fn}", [*weights, rep], "numpy", blame=fn), fn)
     if isinstance(out, str):
         if out.startswith("nofile"):
             ctx.fail(f"{fn} wrote nothing at {out.split()[1]}: write the flatbuffer's bytes to the path you are "
                      f"given, open(path, 'wb').write(flatbuffer)")
         ctx.fail(f"{fn}: {out}")
-    return out
+    return np.asarray(out["array"], np.uint8)
 
 
-@contextmanager
-def _tflite_runner(ctx):
-    """A fresh confined worker with the grader's TFLite helpers; it starts (imports TensorFlow) while the
-    student's worker converts."""
-    worker = ctx.fresh_worker([{"label": "course m08 tflite runner", "source": TF_HELPERS}], ["tensorflow"])
-    try:
-        yield worker
-    finally:
-        worker.close()
-
-
-def _run_tflite(ctx, worker, blob: dict, x: np.ndarray, fn: str, from_file: int) -> np.ndarray:
-    out = ctx.fresh_call(worker, "_clash_run_tflite", [np.asarray(blob["array"], np.uint8), x, from_file],
-                         "tensorflow", f"the grader's TFLite interpreter failed on the flatbuffer from {fn}")
+def _run_tflite(ctx, verifier, blob: np.ndarray, x: np.ndarray, fn: str, from_file: int) -> np.ndarray:
+    """The flatbuffer in the fresh verifier's interpreter: its ops held to TFLITE_OPS there, before it runs."""
+    out = ctx.fresh_call(verifier, "@run_tflite", [blob, x, from_file, ",".join(sorted(TFLITE_OPS))], "numpy",
+                         f"the grader's TFLite interpreter failed on the flatbuffer from {fn}")
     if out.get("type") == "str":
         kind, _, rest = out["value"].partition(" ")
         if kind == "invalid":
@@ -416,28 +226,28 @@ def _tflite_size_gate(ctx, size: int, fn: str, part: str = "") -> None:
 def torch_quant(ctx):
     weights = _fit(ctx.rng)
     x, y = _data(ctx.rng, N_TEST)
-    logits, size, float_size = _torch_quantized(ctx, weights, x)
-    _torch_size_gate(ctx, size, float_size)
+    with _verifier(ctx, "torch") as verifier:
+        logits, size, float_size = _torch_quantized(ctx, verifier, weights, x)
     verdict = _accuracy_verdict(ctx, logits, weights, x, y, "quantize_torch's model")
-    return f"{float_size / size:.2f}x smaller ({size:,} vs {float_size:,} bytes); {verdict} (on the CPU)"
+    return (f"{float_size / size:.2f}x smaller ({size:,} vs {float_size:,} bytes); {verdict} (its state_dict, reloaded "
+            f"in a fresh process, on the CPU)")
 
 
-def _tflite_judged(ctx, fn: str, helper: str, how: int, what: str) -> tuple[int, str]:
+def _tflite_judged(ctx, fn: str, from_file: int, what: str) -> tuple[int, str]:
     """A fresh float model fitted here, the student's `fn` converts it, the grader's interpreter runs the
     flatbuffer on fresh digits: its size (gated) and the accuracy verdict."""
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    with _tflite_runner(ctx) as worker:
-        blob = _tflite_blob(ctx, fn, helper, weights, rep)
-        logits = _run_tflite(ctx, worker, blob, x, fn, how)
-    size = int(np.asarray(blob["array"]).size)
-    _tflite_size_gate(ctx, size, fn)
-    return size, _accuracy_verdict(ctx, logits, weights, x, y, what)
+    with _verifier(ctx, "tensorflow") as verifier:
+        blob = _tflite_blob(ctx, fn, weights, rep)
+        logits = _run_tflite(ctx, verifier, blob, x, fn, from_file)
+    _tflite_size_gate(ctx, blob.size, fn)
+    return blob.size, _accuracy_verdict(ctx, logits, weights, x, y, what)
 
 
 def tflite_quant(ctx):
-    size, verdict = _tflite_judged(ctx, "to_tflite", "_clash_to_tflite", 0, "to_tflite's flatbuffer")
+    size, verdict = _tflite_judged(ctx, "to_tflite", 0, "to_tflite's flatbuffer")
     return (f"{FLOAT_TFLITE_WEIGHT_BYTES / size:.2f}x smaller than the float32 weights ({size:,} bytes); {verdict}, "
             f"run by the grader's interpreter in a fresh process")
 
@@ -445,19 +255,16 @@ def tflite_quant(ctx):
 def torch_file(ctx):
     weights = _fit(ctx.rng)
     x, _ = _data(ctx.rng, 300)
-    out = ctx.call("_clash_torch_save", weights, "torch")
-    if out.get("type") == "str":
-        ctx.fail(f"save_quantized(qmodel, path) wrote nothing at {out['value'].split()[1]}: save to the path you "
-                 f"are given")
-    size = int(np.asarray(out["array"]).size)
     # torch.jit.load runs the archive's TorchScript: in a fresh confined worker, never in the reference worker,
     # which is unconfined and can read the solutions.
-    worker = ctx.fresh_worker([{"label": "course m08 loader", "source": TORCH_HELPERS}], ["torch"])
-    try:
-        ref = ctx.fresh_call(worker, "_clash_torch_reload", [np.asarray(out["array"], np.uint8), *weights, x],
-                             "torch", "reloading your file in a fresh process")
-    finally:
-        worker.close()
+    with _verifier(ctx, "torch") as verifier:
+        out = ctx.call("@torch_save", weights, "torch", blame="save_quantized")
+        if out.get("type") == "str":
+            ctx.fail(f"save_quantized(qmodel, path) wrote nothing at {out['value'].split()[1]}: save to the path you "
+                     f"are given")
+        blob = np.asarray(out["array"], np.uint8)
+        ref = ctx.fresh_call(verifier, "@torch_reload", [blob, *weights, x], "numpy",
+                             "reloading your file in a fresh process")
     if ref.get("type") == "str":
         kind, _, rest = ref["value"].partition(" ")
         if kind == "noload":
@@ -473,18 +280,18 @@ def torch_file(ctx):
         ctx.fail(f"the reloaded model returns a {rest}, not a tensor")
     got, want, how = ref["items"]
     how = ctx.text(how, "how")
-    ctx.details.update(file_bytes=size, reloaded_with=how)
+    ctx.details.update(file_bytes=blob.size, reloaded_with=how)
     diff = float(np.abs(_array(got) - _array(want)).max())
     ctx.details["max_abs_err"] = diff
     if diff > 1e-4:
         ctx.fail(f"the model reloaded from save_quantized's file ({how}) differs from the quantized model it was "
                  f"given by up to {diff:.3g} on 300 digits: save qmodel itself (the quantized one you are given), "
                  f"not another model")
-    return f"reloaded in a fresh process with {how}: the same logits as the model saved ({size:,} bytes)"
+    return f"reloaded in a fresh process with {how}: the same logits as the model saved ({blob.size:,} bytes)"
 
 
 def tflite_file(ctx):
-    size, verdict = _tflite_judged(ctx, "export_tflite", "_clash_export_tflite", 1, "the reloaded .tflite file")
+    size, verdict = _tflite_judged(ctx, "export_tflite", 1, "the reloaded .tflite file")
     return f"tf.lite.Interpreter(model_path=...) in a fresh grader process runs the file ({size:,} bytes): {verdict}"
 
 
@@ -492,13 +299,12 @@ def quant_agree(ctx):
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    with _tflite_runner(ctx) as worker:
-        torch_logits, size, float_size = _torch_quantized(ctx, weights, x)
-        _torch_size_gate(ctx, size, float_size, "quant_agree compares two QUANTIZED models, and ")
-        blob = _tflite_blob(ctx, "to_tflite", "_clash_to_tflite", weights, rep)
-        _tflite_size_gate(ctx, int(np.asarray(blob["array"]).size), "to_tflite",
-                          "quant_agree compares two QUANTIZED models, and ")
-        tflite_logits = _run_tflite(ctx, worker, blob, x, "to_tflite", 0)
+    gate = "quant_agree compares two QUANTIZED models, and "
+    with _verifier(ctx, "torch") as torch_verifier, _verifier(ctx, "tensorflow") as tflite_verifier:
+        torch_logits, _, _ = _torch_quantized(ctx, torch_verifier, weights, x, gate)
+        blob = _tflite_blob(ctx, "to_tflite", weights, rep)
+        _tflite_size_gate(ctx, blob.size, "to_tflite", gate)
+        tflite_logits = _run_tflite(ctx, tflite_verifier, blob, x, "to_tflite", 0)
     agree = float((torch_logits.argmax(1) == tflite_logits.argmax(1)).mean())
     diff = np.abs(torch_logits - tflite_logits)
     mean, p99 = float(diff.mean()), float(np.quantile(diff, 0.99))

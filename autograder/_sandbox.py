@@ -392,6 +392,11 @@ class Worker:
         return self.ready
 
     @property
+    def scratch(self) -> str:
+        """The worker's scratch folder (its cwd): where it writes, and where the parent reads what it exported."""
+        return self._scratch.name
+
+    @property
     def alive(self) -> bool:
         """Still able to answer: not failed (a timeout, a broken protocol) and not exited."""
         return self.failure is None and self.proc.poll() is None

@@ -47,6 +47,4 @@ def test_a_sync_only_the_debug_mode_sees_fails_and_names_the_line(course, tmp_pa
     got = parts(run_check("07_performance.no_sync_loop", notebook=nb, course=course, framework="torch",
                           device="cuda"))["no_sync_loop"]
     assert not got.passed
-    assert "more synchronising CUDA operation(s) than a clean loop's" in got.message, got.message
-    line = next(n for n, text in enumerate(NONZERO_EACH_STEP.splitlines(), 1) if "nonzero" in text)
-    assert f", line {line}" in got.message, got.message
+    assert "its graph calls aten.nonzero x" in got.message, got.message

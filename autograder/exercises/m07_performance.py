@@ -4,313 +4,36 @@ The student writes a timer that reports the median of warmed-up, synchronised ca
 syncs with the host inside the loop; one mixed-precision training step in each framework; and a graph-mode version
 of an eager function that beats it by a threshold.
 
-Where the truth comes from:
-- timer: a grader workload (a slow warm-up, periodic outliers, and on CUDA an asynchronous matmul burst) whose steady
-  state is measured by the parent's own clock on CPU and by CUDA events in the clean reference worker on a GPU;
-- no_sync_loop: float64 NumPy for the losses and weights; syncs are counted by the grader's helper (patched Tensor
-  methods called from the notebook's code, and torch.cuda.set_sync_debug_mode("warn") on a GPU, beyond
-  the syncs the grader's own clean loop makes under the same mode, run first);
-- mixed precision: float64 NumPy for one SGD step, with tolerances measured for bfloat16 (see MIXED_TOL); the dtypes
-  the layers computed in are read by the grader's hooks (torch) and the layers' compute dtypes (Keras);
-- graph_speedup: ctx.speedup against the course's eager BASELINE in the reference worker.
+Where the evidence comes from (autograder/worker/m07_performance.py is the grader code beside the notebook):
+- timer: the workload is paced by this process. Each call writes a byte to a FIFO in the worker's scratch folder and
+  waits for this process's answer, which comes after the cost this process chose for that call (a slow warm-up,
+  periodic outliers); so the calls are counted here and nothing in the student's process says what a call costs.
+  The truth is this process's clock around steady paced calls in a clean worker (the reference, or a fresh one).
+  The three rounds' costs span 3.2x in a random order, so no constant passes. On CUDA each call also queues
+  matmuls, timed with CUDA events in the clean worker;
+- no_sync_loop: the student's train_steps is recorded op by op (make_fx) on fake tensors, which have shapes but no
+  values, and the graph comes here as data (JSON of ATen ops); a fresh verifier that runs no notebook code reads it
+  for syncing ops (a read on the host is recorded as aten._local_scalar_dense, and using the value fails while
+  recording, for there is none) and replays it op by op on new weights and batches, judged against float64 NumPy
+  here. A number that went through the host could only be a constant in the graph, wrong on new batches;
+- mixed precision: float64 NumPy for one SGD step, with tolerances measured for bfloat16 (see MIXED_TOL); whether
+  the step computed in low precision is read from its logits on a probe batch built so that bfloat16 or float16
+  arithmetic lands far from float64 while float32 arithmetic (even rounded at the end) does not: they must match
+  the low-precision arithmetic this process emulates;
+- graph_speedup: ctx.speedup against the course's eager chain in the reference worker.
 """
 from __future__ import annotations
 
+import os
+import secrets
+import select
 import statistics
+import threading
 import time
 
 import numpy as np
 
-from autograder._compare import Mismatch, compare, leaves, tensor
-
-# The course's public eager baseline for the timed part: the same chain the notebook shows, run eagerly in the clean
-# reference worker.
-# The eager chain, one copy: the BASELINE's and the grader's helper's (the notebook's could be edited).
-_CHAIN_BODY = '''
-    for _ in range(5):
-        x = x * 0.8 + 0.3
-        x = torch.clamp(x, -2.0, 2.0)
-        x = torch.abs(x) * 0.9 - 0.5
-        x = torch.relu(x) + 0.1
-        x = torch.square(x)
-    return x
-'''
-
-BASELINE = '''
-import torch
-
-def baseline_chain(x):
-CHAIN_BODY
-
-
-def baseline_chain_sum(x):
-    """What is timed: the chain, summed (so the timed request returns one number, not 1024 to encode)."""
-    return baseline_chain(x).sum()
-'''.replace("CHAIN_BODY\n", _CHAIN_BODY[1:])
-
-HELPERS = [
-    '''
-import sys as _clash_sys
-import time as _clash_time
-import warnings as _clash_warnings
-from os import path as _clash_os_path
-
-_CLASH_DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class _ClashWorkload:
-    """The grader's workload for the timer. Call k costs `base_s` of host time, plus `warm_s` while k < n_warm
-    (a warm-up cost: caches, allocator, compilation) and `outlier_s` on every `every`-th call after that (an outlier:
-    another process, a page fault, a garbage collection). On CUDA each call also queues `gpu_reps` large matmuls
-    that run asynchronously: a timer that does not synchronise sees only their launch."""
-
-    def __init__(self, base_s, warm_s, outlier_s, n_warm, every, gpu_reps):
-        self.base_s, self.warm_s, self.outlier_s = base_s, warm_s, outlier_s
-        self.n_warm, self.every, self.gpu_reps, self.calls = n_warm, every, gpu_reps, 0
-        self.a = torch.randn(4096, 4096, device="cuda") / 128 if (_CLASH_DEV == "cuda" and gpu_reps) else None
-
-    def cost(self, k):
-        if k < self.n_warm:
-            return self.base_s + self.warm_s
-        return self.base_s + (self.outlier_s if (k - self.n_warm) % self.every == self.every // 2 else 0.0)
-
-    def __call__(self, x):
-        k, self.calls = self.calls, self.calls + 1
-        _clash_time.sleep(self.cost(k))
-        y = x * 2
-        if self.a is not None:
-            b = self.a
-            for _ in range(self.gpu_reps):
-                b = self.a @ b
-            y = y + b[0, 0]
-        return y
-
-
-def _clash_time_it(base_s, warm_s, outlier_s, warmup, every, repeats, gpu_reps):
-    """The student's time_call on the grader's workload; returns what it reported and how many calls it made."""
-    work = _ClashWorkload(base_s, warm_s, outlier_s, warmup, every, gpu_reps)
-    x = torch.ones(8, device=_CLASH_DEV)
-    reported = time_call(work, (x,), warmup, repeats)
-    if _CLASH_DEV == "cuda":
-        torch.cuda.synchronize()
-    return reported, work.calls
-
-
-_clash_steady_work = {}
-
-def _clash_steady(base_s, gpu_reps, n):
-    """n steady-state calls of the workload, synchronised: the parent times this request on its own clock."""
-    key = (base_s, gpu_reps)
-    if key not in _clash_steady_work:
-        _clash_steady_work[key] = _ClashWorkload(base_s, 0.0, 0.0, 0, 1 << 30, gpu_reps)
-    x = torch.ones(8, device=_CLASH_DEV)
-    for _ in range(n):
-        _clash_steady_work[key](x)
-    if _CLASH_DEV == "cuda":
-        torch.cuda.synchronize()
-    return None
-
-
-def _clash_steady_events(base_s, gpu_reps, n):
-    """On CUDA: the median of n steady-state calls timed with CUDA events (after two warm-up calls), in seconds."""
-    work = _ClashWorkload(base_s, 0.0, 0.0, 0, 1 << 30, gpu_reps)
-    x = torch.ones(8, device="cuda")
-    times = []
-    for i in range(n + 2):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        work(x)
-        end.record()
-        end.synchronize()
-        if i >= 2:
-            times.append(start.elapsed_time(end) / 1000)
-    return sorted(times)[len(times) // 2]
-
-
-def _clash_gpu_reps(target_s):
-    """How many 4096x4096 matmuls take about target_s on this GPU (CUDA events), and how long they take."""
-    a = torch.randn(4096, 4096, device="cuda") / 128
-    a @ a
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        a @ a
-    end.record()
-    end.synchronize()
-    one = start.elapsed_time(end) / 1000 / 5
-    reps = int(min(200, max(1, round(target_s / max(one, 1e-6)))))
-    return reps, reps * one
-
-
-def _clash_mlp(W1, b1, W2, b2):
-    """The grader's model, Linear-ReLU-Linear, with the grader's float32 weights, on the worker's device."""
-    model = torch.nn.Sequential(torch.nn.Linear(W1.shape[1], W1.shape[0]), torch.nn.ReLU(),
-                                torch.nn.Linear(W2.shape[1], W2.shape[0])).to(W1.device)
-    with torch.no_grad():
-        for p, v in zip(model.parameters(), (W1, b1, W2, b2)):
-            p.copy_(v)
-    return model
-
-
-def _clash_weights(model):
-    return tuple(p.detach().clone() for p in model.parameters())
-
-
-_CLASH_SYNCING = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__format__", "__repr__",
-                  "__str__")
-
-
-def _clash_counting_syncs(counts):
-    """Patch the Tensor methods that make the host wait for the device; count calls made from the notebook's code.
-    Returns a function that restores them."""
-    saved = {name: torch.Tensor.__dict__.get(name, None) for name in _CLASH_SYNCING}
-
-    def wrap(name, original):
-        def counted(self, *args, **kwargs):
-            caller = _clash_sys._getframe(1).f_code.co_filename
-            if caller.startswith("<clash ") and not caller.startswith("<clash course"):
-                counts[name] = counts.get(name, 0) + 1
-            return original(self, *args, **kwargs)
-        return counted
-
-    for name in _CLASH_SYNCING:
-        setattr(torch.Tensor, name, wrap(name, getattr(torch.Tensor, name)))
-
-    def restore():
-        for name, original in saved.items():
-            if original is None:
-                delattr(torch.Tensor, name)
-            else:
-                setattr(torch.Tensor, name, original)
-    return restore
-
-
-def _clash_cuda_syncs(run):
-    """run() under torch.cuda.set_sync_debug_mode("warn") on a GPU: its result and where each synchronising CUDA
-    operation was called from ("cell 9, line 6" for the notebook's code, else "file.py:line")."""
-    if _CLASH_DEV != "cuda":
-        return run(), []
-    with _clash_warnings.catch_warnings(record=True) as caught:
-        _clash_warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            result = run()
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    where = [f"{w.filename[7:-1]}, line {w.lineno}" if w.filename.startswith("<clash ")
-             else f"{_clash_os_path.basename(w.filename)}:{w.lineno}"
-             for w in caught if "synchroniz" in str(w.message).lower()]
-    return result, where
-
-
-def _clash_clean_loop(model, optimizer, batches):
-    losses = []
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses)
-
-
-def _clash_train(W1, b1, W2, b2, x, y, steps, lr):
-    """The student's train_steps on the grader's model and batches, with every host sync counted. On a GPU the
-    grader's own clean loop runs first under the same sync debug mode: a sync that PyTorch makes by itself (the
-    first step's, or one inside the optimizer) is not the student's, so only syncs beyond the clean loop's count."""
-    batches = list(zip(x.chunk(steps), y.chunk(steps)))
-    clean_model = _clash_mlp(W1, b1, W2, b2)
-    _, clean = _clash_cuda_syncs(lambda: _clash_clean_loop(
-        clean_model, torch.optim.SGD(clean_model.parameters(), lr=lr), batches))
-    model = _clash_mlp(W1, b1, W2, b2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    counts = {}
-    restore = _clash_counting_syncs(counts)
-    try:
-        losses, warned = _clash_cuda_syncs(lambda: train_steps(model, optimizer, batches))
-    finally:
-        restore()
-    report = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    cuda_report = ""
-    if len(warned) > len(clean):
-        first = next((w for w in warned if w not in clean), warned[0])
-        cuda_report = (f"{len(warned) - len(clean)} more synchronising CUDA operation(s) than a clean loop's "
-                       f"{len(clean)} (torch.cuda.set_sync_debug_mode), first at {first}")
-    return (losses, *_clash_weights(model), report, cuda_report, ", ".join(clean) or "none")
-
-
-def _clash_autocast(W1, b1, W2, b2, x, y, lr):
-    """The student's autocast_step on the grader's model; forward hooks record the dtype each Linear produced."""
-    model = _clash_mlp(W1, b1, W2, b2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    scaler = torch.amp.GradScaler(_CLASH_DEV, init_scale=1024.0, enabled=_CLASH_DEV == "cuda")
-    produced = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: produced.append(str(out.dtype).removeprefix("torch.")))
-             for m in model if isinstance(m, torch.nn.Linear)]
-    try:
-        out = autocast_step(model, optimizer, scaler, x, y)
-    finally:
-        for h in hooks:
-            h.remove()
-    return (out, *_clash_weights(model), ",".join(produced))
-
-
-_clash_fast = {}
-
-def _clash_prepare_compile():
-    """Import inductor before the timed part's first call (each call has its own time limit), and suit it to the
-    grader's sandbox: a fresh, empty cache every run, so precompiled headers (which pay off across runs), test
-    builds of each vector ISA (trust the CPU's flags instead) and a pool of compile processes would only cost time."""
-    import torch._inductor.config as config
-    config.cpp_cache_precompile_headers = False
-    config.cpp.vec_isa_ok = True
-    config.compile_threads = 1
-    import torch._inductor.compile_fx  # noqa: F401
-    return None
-
-
-def _clash_chain(x):
-    """The grader's own copy of the notebook's chain (the notebook's copy could be edited)."""
-CHAIN_BODY
-
-
-def _clash_fast_chain(x):
-    if "f" not in _clash_fast:
-        _clash_fast["f"] = make_fast(_clash_chain)
-    return _clash_fast["f"](x)
-
-
-def _clash_fast_chain_sum(x):
-    return _clash_fast_chain(x).sum()
-'''.replace("CHAIN_BODY\n", _CHAIN_BODY[1:]),
-    '''
-def _clash_keras_mixed(W1, b1, W2, b2, x, y, lr):
-    """The student's keras_mixed_step with the grader's model factory; reports the layers' compute dtypes and the
-    global policy the step left behind, then restores float32 for whatever runs next."""
-    made = []
-
-    def make_model():
-        model = tf.keras.Sequential([tf.keras.Input((W1.shape[1],)),
-                                     tf.keras.layers.Dense(W1.shape[0], activation="relu"),
-                                     tf.keras.layers.Dense(W2.shape[0])])
-        model.set_weights([tf.transpose(W1).numpy(), b1.numpy(), tf.transpose(W2).numpy(), b2.numpy()])
-        made.append(model)
-        return model
-
-    try:
-        out = keras_mixed_step(make_model, x, y, lr)
-        policy_after = tf.keras.mixed_precision.global_policy().name
-    finally:
-        tf.keras.mixed_precision.set_global_policy("float32")
-    if not made:
-        return (out, None, None, None, None, "", policy_after)
-    model = made[-1]
-    k1, c1, k2, c2 = (v for v in model.get_weights())
-    compute = ",".join(layer.compute_dtype for layer in model.layers)
-    return (out, tf.transpose(k1), tf.constant(c1), tf.transpose(k2), tf.constant(c2), compute, policy_after)
-''',
-]
+from autograder.spec import Mismatch, compare, leaves, tensor
 
 # -- tolerances -----------------------------------------------------------------------------------------------------
 # Measured on 25 random problems of this shape (d=20, h=32, c=5, n=64, lr=0.5), torch autocast(bfloat16) and Keras
@@ -318,22 +41,26 @@ def _clash_keras_mixed(W1, b1, W2, b2, x, y, lr):
 # 0.0006 / 0.0037, of the updated weights 0.0049 / 0.0061. bfloat16 keeps 8 significant bits, so every rounding costs
 # up to 2^-9 ≈ 2e-3 relative; a 20-term dot product of rounded operands lands near 1e-2 of its terms' size. The
 # tolerances below are 2-3x the worst measured error; float16 (11 bits, on CUDA) is well inside them. A float32 step
-# is inside them too, so "it ran in low precision" is checked separately (the dtypes), not by the size of the error.
+# is inside them too, so "it ran in low precision" is checked separately (a probe batch), not by the size of the error.
 MIXED_TOL = {"logits": (2 ** -6, 0.06), "loss": (2 ** -6, 0.01), "weights": (2 ** -7, 0.015)}  # (rtol, atol)
 LOW = ("bfloat16", "float16")
 
+
 # -- the timer's workload -------------------------------------------------------------------------------------------
 BAND = (0.67, 1.5)   # the student's median over the grader's steady-state time
+SCALES = (1, 1.8, 3.2)   # the rounds' costs, shuffled: max/min = 3.2 > 1.5/0.67, so no one number fits them all
+ROUNDS = ((5, 9), (6, 11), (5, 9))   # (warmup, repeats) of each round
+
+
+def _cost(base, warm, outlier, n_warm, every, k):
+    """What call k costs: a warm-up cost on the first n_warm calls, then an outlier on every `every`-th call."""
+    if k < n_warm:
+        return base + warm
+    return base + (outlier if (k - n_warm) % every == every // 2 else 0.0)
 
 
 def _costs(base, warm, outlier, n_warm, every, count):
-    out = []
-    for k in range(count):
-        if k < n_warm:
-            out.append(base + warm)
-        else:
-            out.append(base + (outlier if (k - n_warm) % every == every // 2 else 0.0))
-    return out
+    return [_cost(base, warm, outlier, n_warm, every, k) for k in range(count)]
 
 
 def _seconds(ctx, item: dict, what: str) -> float:
@@ -344,61 +71,125 @@ def _seconds(ctx, item: dict, what: str) -> float:
     ctx.fail(f"{what} returned {item.get('type')}; return the median time per call in seconds, as a Python float")
 
 
-def _steady_on_parent_clock(ctx, base, reps, n=5, rounds=5) -> float:
-    """The parent's clock around requests of 1 and of 1 + n synchronised steady-state calls: the difference over n is
-    the cost of one call, without the request's round trip."""
-    ctx.call("_clash_steady", [base, reps, 1], "torch")  # the first call builds the workload
-    one, many = [], []
-    for _ in range(rounds):
-        for count, times in ((1, one), (1 + n, many)):
-            t0 = time.perf_counter()
-            ctx.call("_clash_steady", [base, reps, count], "torch")
-            times.append(time.perf_counter() - t0)
+class _Pacer:
+    """The parent's side of the workload: two FIFOs in the student's scratch folder. Each byte on `calls` is one
+    call of the workload; this process waits that call's cost on its own clock, then writes a byte to `go`. It
+    records how long it held each call."""
+
+    def __init__(self, folder: str, base, warm, outlier, n_warm, every):
+        self.schedule = (base, warm, outlier, n_warm, every)
+        tag = secrets.token_hex(4)
+        self.names = (f"clash-calls-{tag}", f"clash-go-{tag}")
+        self.paths = [os.path.join(folder, name) for name in self.names]
+        for path in self.paths:
+            os.mkfifo(path)
+            os.chmod(path, 0o666)   # the jailed worker runs as a uid of its own
+        # Read-write ends never block on open, whichever side opens first; nor on a write that nobody reads.
+        self.calls_fd, self.go_fd = (os.open(path, os.O_RDWR | os.O_NONBLOCK) for path in self.paths)
+        self.held: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            if not select.select([self.calls_fd], [], [], 0.05)[0]:
+                continue
+            try:
+                got = os.read(self.calls_fd, 64)
+            except BlockingIOError:
+                continue
+            for _ in got:
+                if self.stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                time.sleep(_cost(*self.schedule, len(self.held)))
+                self.held.append(time.perf_counter() - t0)
+                try:
+                    os.write(self.go_fd, b"g")
+                except BlockingIOError:   # 64 KiB of answers nobody read: the notebook is not waiting for them
+                    return
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        for fd in (self.calls_fd, self.go_fd):
+            os.close(fd)
+        for path in self.paths:
+            os.unlink(path)
+
+
+def _clean_worker(ctx):
+    """A worker that runs no notebook code, for the grader's own measurements: the reference, else a fresh one."""
+    return ctx.reference if ctx.has_reference else ctx.fresh_worker([], ["torch"])
+
+
+def _clean_call(ctx, worker, fn: str, args: list):
+    if worker is ctx.reference:
+        return ctx.call_reference(fn, args, "torch")
+    return ctx.fresh_call(worker, fn, args, "torch", f"the grader's {fn.removeprefix('@')} failed")
+
+
+def _gpu_burst(ctx, worker) -> tuple[int, float]:
+    """On CUDA: how many large matmuls make ~20 ms and how long they take, by CUDA events in a clean worker."""
+    out = _clean_call(ctx, worker, "@gpu_reps", [0.02])
+    return int(np.asarray(out["items"][0]["array"])), float(np.asarray(out["items"][1]["array"]))
+
+
+def _steady(ctx, worker, base, n=5, rounds=3) -> float:
+    """The steady cost of one paced call as a loop sees it (the pacer's wait, and both processes' wake-ups), on this
+    process's clock in a clean worker: requests of 1 and of 1 + n calls, the difference over n."""
+    pacer = _Pacer(worker.scratch, base, 0.0, 0.0, 0, 1 << 30)
+    try:
+        one, many = [], []
+        for _ in range(rounds):
+            for count, times in ((1, one), (1 + n, many)):
+                t0 = time.perf_counter()
+                _clean_call(ctx, worker, "@steady", [*pacer.names, count])
+                times.append(time.perf_counter() - t0)
+    finally:
+        pacer.close()
     return (statistics.median(many) - statistics.median(one)) / n
-
-
-def _steady_on_cuda_events(ctx, base, reps) -> float:
-    if ctx.has_reference:
-        out = ctx.call_reference("_clash_steady_events", [base, reps, 5], "torch")
-    else:
-        out = ctx.call("_clash_steady_events", [base, reps, 5], "torch")
-    return float(np.asarray(out["array"]))
 
 
 def timer(ctx):
     cuda = ctx.device == "cuda"
-    reps, gpu_s = 0, 0.0
-    if cuda:  # each call also queues ~20 ms of matmuls, which an unsynchronised timer does not see
-        out = (ctx.call_reference if ctx.has_reference else ctx.call)("_clash_gpu_reps", [0.02], "torch")
-        reps, gpu_s = int(np.asarray(out["items"][0]["array"])), float(np.asarray(out["items"][1]["array"]))
-    clock = "CUDA events in the grader's process" if cuda else "the grader's clock"
-    verdicts = []
-    for warmup, repeats in ((5, 9), (6, 11)):
-        base = float(np.round(ctx.rng.uniform(0.004, 0.007) if cuda else ctx.rng.uniform(0.010, 0.016), 4))
-        steady = base + gpu_s  # the warm-up and outlier costs scale with the whole call, GPU work included
-        warm, outlier, every = 6 * steady, 8 * steady, 4
-        got = ctx.call("_clash_time_it", [base, warm, outlier, warmup, every, repeats, reps], "torch")
-        reported_item, calls_item = leaves(got, 2, "time_call")
-        reported = _seconds(ctx, reported_item, "time_call")
-        calls = int(np.asarray(calls_item["array"]))
-        truth = _steady_on_cuda_events(ctx, base, reps) if cuda else _steady_on_parent_clock(ctx, base, reps)
-        if truth < 0.8 * base:
-            ctx.fail(f"the steady-state call took {truth * 1e3:.2f} ms, less than the {base * 1e3:.1f} ms it sleeps: "
-                     f"something in the notebook changed time.sleep or the clocks")
-        ratio = reported / truth
-        ctx.details.update(reported_ms=reported * 1e3, steady_ms=truth * 1e3, ratio=ratio, clock=clock)
-        if not BAND[0] <= ratio <= BAND[1]:
-            ctx.fail(_diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda, clock))
-        if calls < warmup + repeats:
-            ctx.fail(f"time_call called fn {calls} times; with warmup={warmup} and repeats={repeats} it must call it "
-                     f"{warmup + repeats} times (the warm-up calls first, untimed)")
-        verdicts.append(f"{reported * 1e3:.1f} ms vs {truth * 1e3:.1f} ms")
+    clean = _clean_worker(ctx)
+    try:
+        reps, gpu_s = _gpu_burst(ctx, clean) if cuda else (0, 0.0)
+        clock = "the grader's clock" + (" and CUDA events" if cuda else "")
+        verdicts = []
+        unit = float(ctx.rng.uniform(0.014, 0.018))  # a call waits for two wake-ups: keep them small beside it
+        for scale, (warmup, repeats) in zip(ctx.rng.permutation(SCALES), ROUNDS):
+            base = float(np.round(scale * unit, 4))
+            steady = base + gpu_s  # the warm-up and outlier costs scale with the whole call, GPU work included
+            warm, outlier, every = 6 * steady, 8 * steady, 4
+            pacer = _Pacer(ctx.student.scratch, base, warm, outlier, warmup, every)
+            try:
+                got = ctx.call("@time_it", [*pacer.names, warmup, repeats, reps], "torch", blame="time_call")
+            finally:
+                pacer.close()
+            reported = _seconds(ctx, got, "time_call")
+            calls = len(pacer.held)
+            truth = _steady(ctx, clean, base) + gpu_s
+            ratio = reported / truth
+            ctx.details.update(reported_ms=reported * 1e3, steady_ms=truth * 1e3, ratio=ratio, calls=calls,
+                               clock=clock)
+            if not BAND[0] <= ratio <= BAND[1]:
+                ctx.fail(_diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda, clock))
+            if calls < warmup + repeats:
+                ctx.fail(f"time_call called fn {calls} times; with warmup={warmup} and repeats={repeats} it must call "
+                         f"it {warmup + repeats} times (the warm-up calls first, untimed)")
+            verdicts.append(f"{reported * 1e3:.1f} ms vs {truth * 1e3:.1f} ms")
+    finally:
+        if clean is not ctx.reference:
+            clean.close()
     return (f"your medians agree with {clock} ({'; '.join(verdicts)}) despite warm-up costs and outliers"
             + ("" if cuda else "; on a GPU the grader also queues asynchronous matmuls and uses CUDA events"))
 
 
 def _diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda, clock) -> str:
-    ms = lambda s: f"{s * 1e3:.1f} ms"  # noqa: E731
+    ms = lambda s: f"{s * 1e3:.1f} ms"
     head = f"time_call reported {ms(reported)} per call, but the steady state takes {ms(truth)} ({clock})"
     if reported < BAND[0] * truth:
         if cuda:
@@ -414,16 +205,16 @@ def _diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda
     n_out = sum(1 for c in timed if c > base + 1e-9)
     candidates = {
         "mean": (statistics.mean(timed) + extra,
-                 f"that is the MEAN of the timed calls ({ms(statistics.mean(timed) + extra)}): {n_out} of the "
-                 f"{repeats} timed calls were outliers of {ms(base + outlier)}, and outliers pull a mean up. Report "
-                 f"the median (statistics.median), which ignores them"),
+                 (f"that is the MEAN of the timed calls ({ms(statistics.mean(timed) + extra)}): {n_out} of the "
+                  f"{repeats} timed calls were outliers of {ms(base + outlier)}, and outliers pull a mean up. Report "
+                  f"the median (statistics.median), which ignores them")),
         "cold": (statistics.median(cold) + extra,
-                 f"that is close to what the first calls cost ({ms(base + warm)}): the first {warmup} calls pay a "
-                 f"warm-up cost (caches, allocator, compilation). Call fn `warmup` times untimed before you time"),
+                 (f"that is close to what the first calls cost ({ms(base + warm)}): the first {warmup} calls pay a "
+                  f"warm-up cost (caches, allocator, compilation). Call fn `warmup` times untimed before you time")),
         "cold mean": (statistics.mean(cold) + extra,
-                      f"that is close to the mean of the first {repeats} calls ({ms(statistics.mean(cold) + extra)}), "
-                      f"warm-up calls and outliers included: call fn `warmup` times untimed first, then report the "
-                      f"median of the timed calls"),
+                      (f"that is close to the mean of the first {repeats} calls "
+                       f"({ms(statistics.mean(cold) + extra)}), warm-up calls and outliers included: call fn `warmup` "
+                       f"times untimed first, then report the median of the timed calls")),
     }
     name = min(candidates, key=lambda k: abs(np.log(reported / candidates[k][0])))
     if abs(np.log(reported / candidates[name][0])) > np.log(1.5):
@@ -464,30 +255,78 @@ def _truth_sgd(W1, b1, W2, b2, x, y, steps, lr):
     return np.array(losses), first_logits, (W1, b1, W2, b2)
 
 
-def no_sync_loop(ctx):
-    steps = int(ctx.rng.integers(8, 13))
-    W1, b1, W2, b2, x, y = _mlp_problem(ctx.rng, n=16 * steps)
-    lr = float(np.round(ctx.rng.uniform(0.05, 0.3), 3))
-    got = ctx.call("_clash_train", [W1, b1, W2, b2, x, y, steps, lr], "torch")
-    items = got["items"]
-    losses, weights, report, cuda_report, clean = items[0], items[1:5], *(i["value"] for i in items[5:8])
-    ctx.details.update(syncs=report or "none", cuda_syncs=cuda_report or "none", clean_loop_cuda_syncs=clean)
-    if report or cuda_report:
-        seen = "; ".join(r for r in (report, cuda_report) if r)
-        ctx.fail(f"train_steps made the host wait for the device inside the loop ({seen}) in {steps} steps: each "
-                 f".item(), float(), print or .cpu() of a loss blocks until the GPU has finished everything queued. "
-                 f"Keep each loss as a tensor (loss.detach()), and return torch.stack(losses)")
-    t_losses, _, t_weights = _truth_sgd(W1, b1, W2, b2, x, y, steps, lr)
+HOST_READ = ("Keep each loss as a tensor (loss.detach()), and return torch.stack(losses): the device then runs the "
+             "whole loop without waiting for the host")
+
+
+def _host_read(ctx, m: Mismatch):
+    """capture_loop's error when train_steps read a tensor's value on the host: a teaching line, else the error."""
+    if not any(sign in str(m) for sign in ("value out of a tracing tensor", "data-dependent", "FakeTensor",
+                                             "_local_scalar_dense", "unbacked")):
+        raise m
+    where = "at " + str(m).rsplit(" (at ", 1)[1].rstrip(")") if " (at " in str(m) else "in train_steps"
+    ctx.fail(f"train_steps made the host wait for the device inside the loop: it read a tensor's value on the host "
+             f"{where}. Each .item(), float(), .tolist(), print or f-string of a tensor blocks until the GPU has "
+             f"finished everything queued, and the grader, which records the loop as one graph for the device, cannot "
+             f"record it. {HOST_READ}")
+
+
+def _replayed(ctx, verifier, problem, steps, what: str) -> tuple[dict, list[dict]]:
+    got = ctx.fresh_call(verifier, "@replay_loop", list(problem), "torch",
+                         f"the recorded train_steps, on {what}, raised")
+    items = got.get("items", [])
+    if len(items) != 5:
+        ctx.fail(f"train_steps's recorded loop returned {len(items)} values; it must return one tensor of losses")
+    losses = items[0]
     if losses.get("type") == "torch.Tensor" and list(losses.get("shape", [])) != [steps]:
         ctx.fail(f"train_steps returned a tensor of shape {tuple(losses['shape'])}; expected ({steps},), one loss "
                  f"per batch")
-    ctx.same(losses, ctx.truth(t_losses), "torch", ["losses"], "the losses from train_steps vs float64 NumPy",
+    return losses, items[1:]
+
+
+def _matches(ctx, losses, weights, truth, what: str) -> None:
+    t_losses, _, t_weights = truth
+    ctx.same(losses, ctx.truth(t_losses), "torch", ["losses"], f"the losses from train_steps {what} vs float64 NumPy",
              want_framework="any")
     ctx.same({"type": "tuple", "items": weights}, ctx.truth(*t_weights), "torch", ["W1", "b1", "W2", "b2"],
-             "the weights after train_steps vs float64 NumPy", want_framework="any")
-    where = "torch.cuda.set_sync_debug_mode and " if ctx.device == "cuda" else ""
-    return (f"{steps} steps, losses and weights equal float64 NumPy, and no host sync in the loop "
-            f"(checked with {where}counted Tensor.item/float/print/.cpu calls)")
+             f"the weights after train_steps {what} vs float64 NumPy", want_framework="any")
+
+
+def no_sync_loop(ctx):
+    steps = int(ctx.rng.integers(8, 13))
+    recorded = _mlp_problem(ctx.rng, n=16 * steps)
+    new = _mlp_problem(ctx.rng, n=16 * steps)   # same shapes, values the student's process never sees
+    lr = float(np.round(ctx.rng.uniform(0.05, 0.3), 3))
+    verifier = ctx.fresh_worker([], ["torch"])   # starts while the student's worker records
+    try:
+        try:
+            data = ctx.call("@capture_loop", [*recorded, steps, lr], "torch", blame="train_steps")
+        except Mismatch as m:
+            _host_read(ctx, m)
+        syncs = ctx.text(ctx.fresh_call(verifier, "@load_loop", [data["array"]], "numpy",
+                                        "the grader cannot read the recorded train_steps"), "the recorded loop")
+        ctx.details["syncing_ops"] = syncs or "none"
+        if syncs:
+            calls = syncs.split(",")
+            shown = ", ".join(f"{name} x{calls.count(name)}" for name in dict.fromkeys(calls))
+            ctx.fail(f"train_steps made the host wait for the device inside the loop: its graph calls {shown} (each "
+                     f"waits for the device to finish: a value read, or an output whose size depends on values). "
+                     f"{HOST_READ}")
+        losses, weights = _replayed(ctx, verifier, recorded, steps, "its own batches")
+        _matches(ctx, losses, weights, _truth_sgd(*recorded, steps, lr), "(recorded)")
+        losses, weights = _replayed(ctx, verifier, new, steps, "new batches")
+        try:
+            _matches(ctx, losses, weights, _truth_sgd(*new, steps, lr), "on new batches")
+        except Mismatch as m:
+            ctx.fail(f"train_steps made the host wait for the device inside the loop: recorded as a graph, it "
+                     f"computes the right losses and weights on the batches it was recorded on but not on new ones "
+                     f"({m}). A value went to the host and came back as a Python number (.item(), float(), "
+                     f".tolist(), .numpy()), which the graph can only keep as a constant. {HOST_READ}")
+    finally:
+        verifier.close()
+    where = " under torch.cuda.set_sync_debug_mode('error')" if ctx.device == "cuda" else ""
+    return (f"{steps} steps recorded as one graph with no host sync; replayed{where} on new weights and batches, its "
+            f"losses and weights equal float64 NumPy")
 
 
 # -- mixed precision ------------------------------------------------------------------------------------------------
@@ -520,48 +359,112 @@ def _unchanged(weights, start) -> bool:
     return all("array" in w and np.array_equal(np.asarray(w["array"]), s) for w, s in zip(weights, start))
 
 
+# Whether a step computed in low precision is read from its logits on a probe batch: inputs far from zero with a
+# common offset that the first layer's bias cancels, so each hidden unit is a small difference of large terms.
+# bfloat16 rounds the inputs, weights and bias by up to 2^-9 of their size, which lands far from float64 in the
+# logits, while float32 arithmetic (even with its logits rounded to bfloat16 at the end) stays within one rounding
+# of the output. Measured on CPU (4 seeds): torch autocast(bfloat16) equals the emulation below with one rounding
+# per layer ("fused": its addmm adds the bias before rounding) exactly, Keras mixed_bfloat16 equals the emulation with
+# the bias added after the product's rounding exactly (distance 0.00 of the gap between emulation and float64), and
+# float32 logits rounded to bfloat16 sit at 0.03-0.06 of the gap from float64 and 1.00 of it from the emulation.
+LOW_MATCH = 0.25   # the logits' distance from low-precision arithmetic, as a fraction of its distance from float64
+
+
+def _probe_problem(rng, n=64, d=20, h=32, c=5):
+    W1 = (rng.normal(size=(h, d)) / np.sqrt(d)).astype(np.float32)
+    offset = rng.uniform(2, 8, size=d) * rng.choice([-1, 1], size=d)
+    x = (offset + 0.25 * rng.normal(size=(n, d))).astype(np.float32)
+    b1 = (-(W1.astype(np.float64) @ offset) + 0.3 * rng.normal(size=h)).astype(np.float32)
+    W2 = (rng.normal(size=(c, h)) / np.sqrt(h)).astype(np.float32)
+    b2 = (0.1 * rng.normal(size=c)).astype(np.float32)
+    y = rng.integers(0, c, size=n).astype(np.int64)
+    return W1, b1, W2, b2, x, y
+
+
+def _rounded(a, fmt: str) -> np.ndarray:
+    """a rounded to bfloat16 or float16 (to nearest, ties to even), as float64."""
+    a = np.asarray(a, np.float32)
+    if fmt == "float16":
+        return a.astype(np.float16).astype(np.float64)
+    bits = a.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _logits(W1, b1, W2, b2, x, fmt: str | None = None, fused: bool = True) -> np.ndarray:
+    """The model's logits in float64 (fmt None), or in `fmt` arithmetic: operands rounded, products accumulated
+    exactly, each layer's output rounded once (fused) or after the product and again after the bias."""
+    r = (lambda a: np.asarray(a, np.float64)) if fmt is None else (lambda a: _rounded(a, fmt))
+    layer = (lambda a, W, b: r(r(a) @ r(W).T + r(b))) if fused else (lambda a, W, b: r(r(r(a) @ r(W).T) + r(b)))
+    return layer(np.maximum(layer(x, W1, b1), 0), W2, b2)
+
+
+def _low_precision(ctx, logits: dict, framework: str, fn: str, problem, advice: str) -> str:
+    """The format whose arithmetic the logits on the probe batch follow; fails when they follow float32's."""
+    W1, b1, W2, b2, x, _ = problem
+    got = np.asarray(tensor(logits, framework, ctx.device, f"the logits from {fn}"), np.float64)
+    exact = _logits(W1, b1, W2, b2, x)
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+    fits = {}
+    for fmt in ("bfloat16", "float16"):
+        for fused in (True, False):
+            emulated = _logits(W1, b1, W2, b2, x, fmt, fused)
+            fits[(fmt, fused)] = rms(got - emulated) / rms(emulated - exact)
+    (fmt, _), fit = min(fits.items(), key=lambda kv: kv[1])
+    off = rms(got - exact)
+    ctx.details.update(probe_fit=fit, probe_format=fmt, probe_rms_from_float64=off)
+    if fit > LOW_MATCH:
+        gap = rms(_logits(W1, b1, W2, b2, x, "bfloat16") - exact)
+        ctx.fail(f"the logits from {fn} on the grader's probe batch follow float32 arithmetic, not bfloat16 or "
+                 f"float16: they differ from a float64 forward pass by {off:.1e} (RMS), where bfloat16 arithmetic "
+                 f"differs by {gap:.1e} and float32 by about a rounding of the output. {advice}")
+    return fmt
+
+
 def torch_mixed(ctx):
     W1, b1, W2, b2, x, y = _mlp_problem(ctx.rng)
     lr = float(np.round(ctx.rng.uniform(0.3, 0.6), 2))
-    got = ctx.call("_clash_autocast", [W1, b1, W2, b2, x, y, lr], "torch")
-    out, weights, produced = got["items"][0], got["items"][1:5], got["items"][5]["value"]
+    got = ctx.call("@autocast_step", [W1, b1, W2, b2, x, y, lr], "torch", blame="autocast_step")
+    out, weights = got["items"][0], got["items"][1:5]
     if _unchanged(weights, (W1, b1, W2, b2)):
         ctx.fail("after autocast_step the weights are unchanged: call scaler.scale(loss).backward(), "
                  "scaler.step(optimizer) and scaler.update() (the scaler is disabled on CPU and passes through)")
     truth = _truth_sgd(W1, b1, W2, b2, x, y, 1, lr)
-    dtype = _judge_mixed(ctx, "torch", "autocast_step", out, weights, truth, lr)
-    layers = produced.split(",") if produced else []
-    ctx.details["linear_outputs"] = produced
-    if not layers or any(d not in LOW for d in layers):
-        ctx.fail(f"the Linear layers produced {produced or 'nothing'} (read by the grader's forward hooks): run the "
-                 f"model's forward pass itself inside torch.autocast, not only a cast of its output")
-    return (f"the Linear layers computed in {layers[0]} (autocast), and the loss and updated weights are within the "
-            f"bfloat16 tolerance of a float64 step")
+    _judge_mixed(ctx, "torch", "autocast_step", out, weights, truth, lr)
+    probe = _probe_problem(ctx.rng)
+    got = ctx.call("@autocast_step", [*probe, lr], "torch", blame="autocast_step")
+    logits, _ = leaves(got["items"][0], 2, "autocast_step")
+    fmt = _low_precision(ctx, logits, "torch", "autocast_step", probe,
+                         "Run the model's forward pass itself inside torch.autocast, not only a cast of its output")
+    return (f"the Linear layers computed in {fmt} (their rounding shows on a probe batch), and the loss and updated "
+            f"weights are within the bfloat16 tolerance of a float64 step")
 
 
 def keras_mixed(ctx):
     W1, b1, W2, b2, x, y = _mlp_problem(ctx.rng)
     lr = float(np.round(ctx.rng.uniform(0.3, 0.6), 2))
-    got = ctx.call("_clash_keras_mixed", [W1, b1, W2, b2, x, y, lr], "tensorflow")
+    got = ctx.call("@keras_mixed_step", [W1, b1, W2, b2, x, y, lr], "tensorflow", blame="keras_mixed_step")
     items = got["items"]
-    out, weights, compute, policy_after = items[0], items[1:5], items[5]["value"], items[6]["value"]
-    ctx.details.update(compute_dtypes=compute, policy_after=policy_after)
-    if not compute:
+    out, weights, policy_after = items[0], items[1:5], items[5]["value"]
+    ctx.details.update(policy_after=policy_after)
+    if weights[0].get("type") == "None":
         ctx.fail("keras_mixed_step never called make_model(): build the model with it, after setting the policy")
     if policy_after != "float32":
         ctx.fail(f"keras_mixed_step left the global policy at {policy_after!r}: every layer built afterwards would be "
                  f"mixed too. Call tf.keras.mixed_precision.set_global_policy('float32') when you are done (in a "
                  f"finally block)")
-    layers = compute.split(",")
-    if any(d not in LOW for d in layers):
-        ctx.fail(f"the model's layers compute in {compute}: set the policy (mixed_bfloat16 on CPU, mixed_float16 on "
-                 f"a GPU) before calling make_model(); a policy set afterwards changes nothing")
     if _unchanged(weights, (W1.T, b1, W2.T, b2)):
         ctx.fail("after keras_mixed_step the weights are unchanged: apply the gradients with the optimizer")
     truth = _truth_sgd(W1, b1, W2, b2, x, y, 1, lr)
     dtype = _judge_mixed(ctx, "tensorflow", "keras_mixed_step", out, weights, truth, lr)
-    return (f"the layers computed in {layers[0]}, the policy was reset to float32, and the loss and updated weights "
-            f"are within the bfloat16 tolerance of a float64 step (logits {dtype})")
+    probe = _probe_problem(ctx.rng)
+    got = ctx.call("@keras_mixed_step", [*probe, lr], "tensorflow", blame="keras_mixed_step")
+    logits, _ = leaves(got["items"][0], 2, "keras_mixed_step")
+    fmt = _low_precision(ctx, logits, "tensorflow", "keras_mixed_step", probe,
+                         "Set the policy (mixed_bfloat16 on CPU, mixed_float16 on a GPU) before calling make_model(); "
+                         "a policy set afterwards changes nothing")
+    return (f"the layers computed in {fmt} (their rounding shows on a probe batch), the policy was reset to float32, "
+            f"and the loss and updated weights are within the bfloat16 tolerance of a float64 step (logits {dtype})")
 
 
 # -- graph mode speed-up --------------------------------------------------------------------------------------------
@@ -589,13 +492,13 @@ def graph_speedup(ctx):
     def make_args():
         return [ctx.rng.normal(scale=2.0, size=CHAIN_N).astype(np.float32)]
 
-    ctx.call("_clash_prepare_compile", [], "torch")
+    ctx.call("@prepare_compile", [], "torch", blame="make_fast")
     for _ in range(2):  # the first call compiles; both must equal float64 NumPy
         args = make_args()
-        got = ctx.call("_clash_fast_chain", args, "torch")
+        got = ctx.call("@fast_chain", args, "torch", blame="make_fast")
         ctx.same(got, ctx.truth(_truth_chain(args[0])), "torch", ["output"], "make_fast(chain) vs float64 NumPy",
                  want_framework="any")
-    ratio = ctx.speedup("baseline_chain_sum", "_clash_fast_chain_sum", make_args, "torch", rounds=21, target_round_s=0.03)
+    ratio = ctx.speedup("@baseline_chain_sum", "@fast_chain_sum", make_args, "torch", rounds=21, target_round_s=0.03)
     where = "CUDA" if ctx.device == "cuda" else "CPU, one thread"
     return ctx.speed_verdict(ratio, "make_fast(chain)", "eager chain") + f" ({where})"
 

@@ -1,12 +1,13 @@
 """How often a correct student benchmark fails 09's `benchmark` and `benchmark_scales` parts on a busy machine.
 
-    python benchmarks/student_benchmarks.py [--runs 100] [--busy 1] [--attempts N] [--notebook solution|alternative]
+    python benchmarks/student_benchmarks.py [--runs 100] [--busy 1] [--attempts N] [--notebook NOTEBOOK]
 
 Each run checks both parts against the notebook (forked workers, a new seed) while `--busy` processes spin on the
 CPU. It prints every run's quotient (the student's ratio or growth over the grader's) and, at the end, the false
 fails and the quotient range beside the bands in autograder/exercises/m09_capstone.py. `--attempts 1` measures the
-raw rate of a single measurement (the grader measures a miss ATTEMPTS times). `alternative` is the torch.utils.
-benchmark + timeit answer of tests/test_m09_capstone.py.
+raw rate of a single measurement (the grader measures a miss ATTEMPTS times). NOTEBOOK is `solution`,
+`alternative` (the torch.utils.benchmark + timeit answer of tests/test_m09_capstone.py) or a wrong one, whose
+passes are false passes: `wrong` (a mean that times the first calls) or `hard-coded` (numbers typed in).
 """
 import argparse
 import json
@@ -28,21 +29,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--busy", type=int, default=1, help="processes spinning on the CPU meanwhile")
     parser.add_argument("--attempts", type=int, default=spec.ATTEMPTS)
-    parser.add_argument("--notebook", choices=("solution", "alternative"), default="solution")
+    parser.add_argument("--notebook", choices=("solution", "alternative", "wrong", "hard-coded"), default="solution")
     args = parser.parse_args()
     spec.ATTEMPTS = args.attempts
     course = load_course(ROOT)
     module = course.module("09_capstone")
     notebook = module.solution
-    if args.notebook == "alternative":
+    if args.notebook != "solution":
         from conftest import notebook_with
-        from test_m09_capstone import ALTERNATIVES
-        notebook = notebook_with(module.solution, {"benchmark_step": ALTERNATIVES["benchmark_step"]},
-                                 Path("/tmp/clash-student-benchmarks/alternative.ipynb"))
+        from test_m09_capstone import ALTERNATIVES, HARD_CODED, WRONG
+        answers = {"alternative": ALTERNATIVES, "wrong": WRONG, "hard-coded": HARD_CODED}[args.notebook]
+        notebook = notebook_with(module.solution, {"benchmark_step": answers["benchmark_step"]},
+                                 Path(f"/tmp/clash-student-benchmarks/{args.notebook}.ipynb"))
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     zygote = Zygote(["torch", "tensorflow"], worker_env("auto"))
     quotients = {"benchmark": [], "benchmark_scales": []}
     fails = {part: 0 for part in quotients}
+    correct = args.notebook in ("solution", "alternative")
     try:
         for run in range(args.runs):
             for part in quotients:
@@ -62,7 +65,8 @@ def main() -> None:
     bands = {"benchmark": spec.BAND, "benchmark_scales": spec.SCALES_BAND}
     for part, qs in quotients.items():
         finite = sorted(q for q in qs if q == q)
-        print(f"{part:17s} {fails[part]} false fails in {len(qs)} runs ({args.notebook}, {args.busy} busy, "
+        verdict = f"{fails[part]} false fails" if correct else f"{len(qs) - fails[part]} false passes"
+        print(f"{part:17s} {verdict} in {len(qs)} runs ({args.notebook}, {args.busy} busy, "
               f"{args.attempts} attempts): quotient {finite[0]:.2f}-{finite[-1]:.2f}, band "
               f"{1 / bands[part]:.2f}-{bands[part]:.2f}")
 

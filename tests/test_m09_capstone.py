@@ -209,6 +209,7 @@ def test_the_exercise_states_the_graders_own_bands(course):
     prose = " ".join(prose.split())
     assert f"within {spec.BAND:g}x of its ratio" in prose
     assert f"within {spec.SCALES_BAND:g}x of the growth" in prose
+    assert f"each mode's time within {spec.MODE_BAND:g}x of its own" in prose
 
 
 # Issue 12: evidence the student's process cannot forge.

@@ -36,11 +36,16 @@ class Context:
         self.calling: str | None = None   # the student function of the request in flight
         self.verifiers = verifiers        # () -> a zygote for fresh workers, where the check has no zygote
 
-    def _student_call(self, name: str) -> None:
-        """Before a request that runs the student's `name`: refuse one that already ended a worker."""
+    def _student_call(self, name: str) -> float:
+        """Before a request that runs the student's `name`: refuse one that already ended a worker. Returns its time
+        limit: a part that may compile (`compiles = true`) gives each function's first call in a worker the
+        compile allowance, later calls the per-call limit."""
         if name in self.fatal:
             raise Mismatch(f"not run again: {self.fatal[name]}")
         self.calling = name
+        limits, first = self.student.limits, name not in self.student.called
+        self.student.called.add(name)
+        return limits.compile_timeout_s if self.part.compiles and first else limits.call_timeout_s
 
     # -- calling -------------------------------------------------------------------------------------
     def _student_reply(self, reply: dict, fn: str) -> dict:
@@ -78,8 +83,8 @@ class Context:
         """Call the student's `fn` (or the grader's "@fn", which calls the student's `blame`) on tensors made from
         `args`; return its described output."""
         message, name = self._message(fn, args, framework, blame, bind)
-        self._student_call(name)
-        reply = self.student.request(message, f"in {name}")
+        timeout = self._student_call(name)
+        reply = self.student.request(message, f"in {name}", timeout)
         return self._student_reply(reply, name)["output"]
 
     def call_both(self, fn: str, args: list, framework: str, blame: str | None = None,
@@ -88,16 +93,16 @@ class Context:
         if not self.has_reference:
             raise NeedsReference
         message, name = self._message(fn, args, framework, blame, bind)
-        self._student_call(name)
+        timeout = self._student_call(name)
         self.student.send(message)
         self.reference.send(message)
         try:
-            mine = self.student.receive(self.student.limits.call_timeout_s, f"in {name}")
+            mine = self.student.receive(timeout, f"in {name}")
         except WorkerError:
             # Take the reference's answer all the same: left in its queue, it would answer the next part's request.
-            self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {name}")
+            self.reference.receive(self.reference.limits.compile_timeout_s, f"in the reference {name}")
             raise
-        ref = self.reference.receive(self.reference.limits.call_timeout_s, f"in the reference {name}")
+        ref = self.reference.receive(self.reference.limits.compile_timeout_s, f"in the reference {name}")
         return self._student_reply(mine, name)["output"], self._reference_reply(ref)["output"]
 
     def call_reference(self, fn: str, args: list, framework: str, bind: list | None = None) -> dict:
@@ -109,8 +114,8 @@ class Context:
         return self._reference_reply(reply)["output"]
 
     def introspect(self, op: str, fn: str, args: list | None = None):
-        self._student_call(fn)
-        reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}")
+        timeout = self._student_call(fn)
+        reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}", timeout)
         return self._student_reply(reply, fn)["value"]
 
     def pdb_transcripts(self, source: str, commands: list[str], frameworks: list[str], filename: str = "program.py",

@@ -27,6 +27,7 @@ class Part:
     atol: float = 1e-5
     threshold_cpu: float | None = None
     threshold_cuda: float | None = None
+    compiles: bool = False   # the text allows compiling (torch.compile, XLA): first calls get the compile allowance
 
     def threshold(self, device: str) -> float | None:
         return self.threshold_cuda if device.startswith("cuda") else self.threshold_cpu
@@ -79,6 +80,7 @@ class Module:
 class Limits:
     startup_timeout_s: float = 180.0
     call_timeout_s: float = 60.0
+    compile_timeout_s: float = 240.0
     memory_mb: int = 4096
     output_kb: int = 256
 
@@ -153,6 +155,8 @@ def _part(raw: dict, where: str) -> Part:
     extra = {k: float(raw[k]) for k in ("rtol", "atol", "threshold_cpu", "threshold_cuda") if k in raw}
     if kind == "performance" and not ("threshold_cpu" in extra and "threshold_cuda" in extra):
         raise RegistryError(f"{REGISTRY_FILE}: {where}: a performance part needs threshold_cpu and threshold_cuda")
+    if "compiles" in raw:
+        extra["compiles"] = _require(raw, "compiles", where, bool)
     unknown = set(raw) - {"id", "title", "points", "framework", "kind", "hint", *extra}
     if unknown:
         raise RegistryError(f"{REGISTRY_FILE}: {where}: unknown keys {sorted(unknown)}")

@@ -112,6 +112,7 @@ class Worker:
         self._pidns: int | None = None
         self._phase = "starting"    # starting -> jailed -> ready: what the worker may send depends on it
         self._outstanding = 0       # requests sent and not answered: a reply beyond them was never asked for
+        self.called: set[str] = set()   # the student functions called in this worker (their first call may compile)
         self._lock = threading.Lock()
         self._paused_at: float | None = None
         self._paused_total = 0.0   # time frozen by exclusive_timing does not count against this worker's limits

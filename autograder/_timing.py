@@ -94,7 +94,8 @@ def _inputs(prefix: str, count: int, make_args) -> dict:
     return {f"{prefix}{k}": make_args() for k in range(count)}
 
 
-def _clocked(ctx, worker: Worker, data: bytes, message: dict, doing: str, cpu: bool) -> tuple[float, float | None, dict]:
+def _clocked(ctx, worker: Worker, data: bytes, message: dict, doing: str, cpu: bool,
+             timeout: float | None = None) -> tuple[float, float | None, dict]:
     """One request on this process's clock, from the first byte sent to the reply: its wall time and, when `cpu`, the
     worker's CPU time (None without /proc). The other worker is frozen meanwhile: a student's thread that burns CPU
     while the baseline runs (to slow it down) cannot run at all."""
@@ -104,7 +105,7 @@ def _clocked(ctx, worker: Worker, data: bytes, message: dict, doing: str, cpu: b
     try:
         c0 = worker.cpu_seconds() if cpu else None
         t0 = time.perf_counter()
-        reply = worker.request(message, doing, data=data)
+        reply = worker.request(message, doing, timeout, data=data)
         elapsed = time.perf_counter() - t0
         c1 = worker.cpu_seconds() if cpu else None
     finally:
@@ -117,13 +118,12 @@ def _timed(ctx, worker: Worker, spec, inputs: dict, framework: str, cpu: bool = 
     """One timed request carrying its inputs: (wall s, CPU s or None, the outputs' digests). `keep`: the worker holds
     the outputs for a later fetch."""
     fn, bind = _fn(spec)
-    if worker is ctx.student:
-        ctx._student_call(fn.removeprefix("@"))
+    timeout = ctx._student_call(fn.removeprefix("@")) if worker is ctx.student else worker.limits.compile_timeout_s
     nonce = secrets.token_hex(16)
     message = {"op": "timed", "fn": fn, "bind": bind, "framework": framework, "nonce": nonce, "items": inputs,
                "keep": keep}
     data = encode(message)   # encoded before the clock starts: the parent's own work is not the worker's time
-    elapsed, cpu_s, reply = _clocked(ctx, worker, data, message, f"while timing {fn}", cpu)
+    elapsed, cpu_s, reply = _clocked(ctx, worker, data, message, f"while timing {fn}", cpu, timeout)
     reply = ctx._reference_reply(reply) if worker is ctx.reference else ctx._student_reply(reply, fn)
     if reply.get("nonce") != nonce:
         raise Mismatch(f"{fn} was timed, and the reply that came back was not for that request (a stale or "

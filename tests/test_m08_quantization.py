@@ -151,6 +151,37 @@ def test_more_wrong_answers(course, tmp_path, zygote):
     assert "quantize_torch returned a float" in got["quant_agree"].message
 
 
+PER_CHANNEL = '''
+def quantize_torch(model):
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig})
+'''
+
+FIRST_LAYER_ONLY = '''
+def quantize_torch(model):
+    first = next(name for name, m in model.named_modules() if isinstance(m, nn.Linear))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {first}, dtype=torch.qint8)
+'''
+
+
+def test_per_channel_int8_passes_and_a_half_quantized_model_is_named_layer_by_layer(course, tmp_path, zygote):
+    """Per-channel dynamic quantization is 2.76x smaller and failed a fixed 3x rule with a false message ("some
+    weights are still float32"); quantizing one Linear of two is 2.58x, too close for a size rule: the verifier
+    reads each layer's weight dtype instead."""
+    target = f"{MID}.torch_quant"
+    nb = notebook_with(SOLUTION, {"quantize_torch": PER_CHANNEL}, tmp_path / "per_channel.ipynb")
+    (good,) = run_check(target, notebook=nb, course=course, zygote=zygote).parts
+    assert good.passed, good.message
+    nb = notebook_with(SOLUTION, {"quantize_torch": FIRST_LAYER_ONLY}, tmp_path / "half.ipynb")
+    (half,) = run_check(target, notebook=nb, course=course, zygote=zygote).parts
+    assert not half.passed
+    assert "0 qint8 per-tensor; 2 float32" in half.message and "every nn.Linear" in half.message, half.message
+
+
 def test_alternative_correct_answers_pass(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
     result = run_check(MID, notebook=nb, course=course, zygote=zygote)

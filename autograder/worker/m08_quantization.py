@@ -82,6 +82,17 @@ def torch_float_size(student, w1, b1, w2, b2) -> int:
     return int(_serialized(_float_model(w1, b1, w2, b2).state_dict()).size)
 
 
+def torch_int8_size(student, w1, b1, w2, b2) -> int:
+    """The heaviest correct answer's state_dict, in bytes (the reference worker): every Linear int8 with one scale
+    and zero point per output channel (per_channel_dynamic_qconfig), what int8 weights weigh at most."""
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            _float_model(w1, b1, w2, b2), {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig})
+    return int(_serialized(q.state_dict()).size)
+
+
 def torch_quantized(student, w1, b1, w2, b2, x):
     """The student's quantize_torch on the grader's float model: its logits on x, and its state_dict serialized:
     the artifact a fresh verifier loads (torch_state_logits). Only the artifact's bytes and what the verifier
@@ -114,9 +125,25 @@ def torch_save(student, w1, b1, w2, b2):
     return _bytes_of(path)
 
 
+def _linear_weights(state: dict) -> list[str]:
+    """What each Linear's weight in a state_dict is, as read from the tensors: "0 qint8 per-tensor",
+    "2 float32", ... (packed int8 weights live in `<layer>._packed_params._packed_params`)."""
+    import torch
+    found = []
+    for key, value in state.items():
+        if key.endswith("._packed_params._packed_params") and isinstance(value, tuple) and value:
+            w, layer = value[0], key.removesuffix("._packed_params._packed_params")
+            scheme = "per-channel" if w.is_quantized and w.qscheme() in (
+                torch.per_channel_affine, torch.per_channel_symmetric) else "per-tensor"
+            found.append(f"{layer} {str(w.dtype).removeprefix('torch.')} {scheme}")
+        elif key.endswith(".weight") and isinstance(value, torch.Tensor):
+            found.append(f"{key.removesuffix('.weight')} {str(value.dtype).removeprefix('torch.')}")
+    return found
+
+
 def _load_state(path: str):
     """A state_dict file loaded without running code (weights_only) into the grader's quantized skeleton:
-    the model, or a status."""
+    the model, or a status. A Linear whose weight is still floating point is named ("float LAYER DTYPE; ...")."""
     import torch
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -124,6 +151,9 @@ def _load_state(path: str):
         return f"noload {_first_line(e)}"
     if not isinstance(obj, dict):
         return f"notdict {type(obj).__name__}"
+    layers = _linear_weights(obj)
+    if any("float" in layer for layer in layers):
+        return "float " + "; ".join(layers)
     skeleton = _grader_quantized()
     try:
         skeleton.load_state_dict(obj)

@@ -1,43 +1,16 @@
-"""The gated net that modules 05 (TorchScript) and 06 (torch.export) both grade: `if x.sum() > 0` picks `up`
-or `down` after a tanh layer. One copy of its source for the grader's workers, and its ground truth here.
+"""The gated net that modules 05 (TorchScript) and 06 (torch.export) both grade: `if x.sum() > 0` picks `up` or
+`down` after a tanh layer. Its weights, inputs and ground truth here, in the parent; the workers build it from
+autograder.worker._gated, which takes the weights in the order of SHAPES.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from autograder._compare import Mismatch
+from autograder.spec import Mismatch
 
 D_IN, D_HIDDEN, D_OUT = 4, 8, 3
-KEYS = ["hidden.weight", "hidden.bias", "up.weight", "up.bias", "down.weight", "down.bias"]
+# hidden.weight, hidden.bias, up.weight, up.bias, down.weight, down.bias (nn.Linear's (out, in) layout)
 SHAPES = [(D_HIDDEN, D_IN), (D_HIDDEN,), (D_OUT, D_HIDDEN), (D_OUT,), (D_OUT, D_HIDDEN), (D_OUT,)]
-
-# The grader's copy of the notebooks' net, run in the workers (torch and nn imported there).
-NET_SOURCE = '''
-class _ClashGatedNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(4, 8)
-        self.up = nn.Linear(8, 3)
-        self.down = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = torch.tanh(self.hidden(x))
-        if x.sum() > 0:
-            return self.up(h)
-        return self.down(h)
-'''
-
-# A fresh net holding the weights the parent drew (after NET_SOURCE has defined _ClashGatedNet).
-MODEL_HELPER = f'''
-_CLASH_KEYS = {KEYS!r}
-
-
-def _clash_model(*weights):
-    model = _ClashGatedNet()
-    with torch.no_grad():
-        model.load_state_dict({{k: w.detach().clone().float().cpu() for k, w in zip(_CLASH_KEYS, weights)}})
-    return model.eval()
-'''
 
 
 def weights(rng: np.random.Generator) -> list[np.ndarray]:

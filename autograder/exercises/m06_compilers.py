@@ -1,171 +1,41 @@
 """Checks for module 06, "Compilers: torch.compile and XLA; torch.export and SavedModel".
 
 The notebook gives `tangled(x)`, an eager function with three graph breaks, and `Gate`, a small model whose forward
-pass branches on its input (`if x.sum() > 0`). The student removes every graph break (`fixed`), compiles a function
-so that a stream of shapes costs at most two compiles (`compile_for_stream`), exports the gate with `torch.cond`
+pass branches on its input (`if x.sum() > 0`). The student removes every graph break (`fixed`), exports a function
+so that one program serves a stream of shapes (`export_for_stream`), exports the gate with `torch.cond`
 (`export_gate`), writes an XLA-compiled TensorFlow layer (`xla_norm_gelu`) and the gate with `tf.cond` (`tf_gate`).
 
 Ground truth is float64 NumPy computed here, in the parent, on inputs drawn from ctx.rng on every run.
-- Graph breaks are read twice: `torch._dynamo.explain` (the engine's `graph_breaks` introspection: counts and
-  reasons) and a `torch.compile(fixed, fullgraph=True)` with a counting backend, which also catches a break that
-  explain does not count (a `print` before any tensor work).
-- Recompiles: the grader owns the backend. The student's `compile_for_stream(fn, backend)` must forward it to
-  torch.compile; the backend counts compiles and the runs of compiled graphs, so returning `fn` uncompiled, or
-  falling back to eager after the first call, shows as 0 compiles or missing runs rather than passing.
-- The exported program is saved by the student's function in their worker, its bytes come back here, and a fresh
-  isolated worker that never ran the student's code (nor can read the solutions) loads it with torch.export.load
-  and runs it: the verdict on the artefact does not come from the student's process. (Not the reference worker:
-  torch.export.load can fall back to unpickling, and the reference worker can read the solutions.)
+Evidence the student's process cannot write: each program is exported in the student's worker into its scratch
+folder (`fixed` by the grader's own torch.export.export call, the others by the student's functions), its bytes come
+back here, and a fresh confined worker that never ran the student's code (nor can read the solutions) checks the
+file, loads it with torch.export.load, reads its operators and runs it on inputs drawn here
+(autograder.worker.m06_compilers has both sides; its loader refuses files crafted to run code as they load).
+- Graph breaks: the exported program of `fixed` must exist (export fails on a Python `if` on a tensor or a NumPy
+  round trip), call no `.item()`, and equal `tangled` on inputs of another shape, both branches. What
+  torch._dynamo.explain and torch.compile(fullgraph=True) report in the student's worker only words a failure (the
+  breaks and their reasons, a `print`), never a pass.
+- A stream of shapes: one program must serve every shape of the stream (batch and length changing), as a
+  torch.compile with dynamic shapes serves it without recompiling.
 - XLA: `experimental_get_compiler_ir` refuses any function not marked jit_compile=True, and the function's graph
-  carries `_XlaMustCompile`; both are read by the grader's helper through TensorFlow's own objects.
+  carries `_XlaMustCompile`; both are read by the grader's code through TensorFlow's own objects.
 """
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
+
 import numpy as np
 
-from autograder._compare import Mismatch
-from autograder.exercises._gated import D_IN, MODEL_HELPER, NET_SOURCE, fail_on_branches, judge_agreement
-from autograder.exercises._gated import signed as _signed
+from autograder.exercises._gated import D_IN, fail_on_branches, judge_agreement
 from autograder.exercises._gated import branch as _branch
+from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import truth as _gate_truth
 from autograder.exercises._gated import weights as _weights
 from autograder.exercises._gated import zero_sum as _zero_sum
+from autograder.spec import GraderError, Mismatch
 
 STREAM_D, STREAM_K = 8, 4
-MAX_COMPILES = 2
-
-TORCH_HELPERS = '''
-import os as _clash_os
-import numpy as _clash_np
-import torch
-from torch import nn
-
-
-_clash_state = {"saves": 0}
-
-
-def _clash_counting_backend(counts):
-    def backend(gm, example_inputs):
-        counts["compiles"] += 1
-
-        def run(*args):
-            counts["runs"] += 1
-            return gm.forward(*args)
-        return run
-    return backend
-
-
-def _clash_fullgraph(*xs):
-    """fixed, compiled with fullgraph=True (any graph break raises) and a counting backend, on each input."""
-    import torch._dynamo as _dynamo
-    _dynamo.reset()
-    counts = {"compiles": 0, "runs": 0}
-    compiled = torch.compile(fixed, fullgraph=True, dynamic=False, backend=_clash_counting_backend(counts))
-    outs = []
-    for x in xs:
-        try:
-            outs.append(compiled(x))
-        except _dynamo.exc.Unsupported as e:
-            lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-            return "unsupported " + " / ".join(lines[:2])[:300]
-    if counts["runs"] != len(xs):
-        return f"runs {counts['runs']} of {len(xs)}"
-    return tuple(outs)
-
-
-def _clash_stream_start(w):
-    """The student's compile_for_stream on the grader's function and the grader's counting backend."""
-    import torch._dynamo as _dynamo
-    global _clash_stream, _clash_stream_counts
-    _dynamo.reset()
-    _clash_stream_counts = {"compiles": 0, "runs": 0, "calls": 0}
-
-    def stream_fn(x):
-        return torch.tanh(x @ w).mean(dim=1)
-
-    _clash_stream = compile_for_stream(stream_fn, _clash_counting_backend(_clash_stream_counts))
-    if _clash_stream is None:
-        return "returned None (a missing return statement?)"
-    if not callable(_clash_stream):
-        return f"returned a {type(_clash_stream).__name__}, not a callable"
-    return "ok"
-
-
-def _clash_stream_step(x):
-    _clash_stream_counts["calls"] += 1
-    return _clash_stream(x)
-
-
-def _clash_stream_report():
-    c = _clash_stream_counts
-    return c["compiles"], c["runs"], c["calls"]
-
-
-def _clash_export(*args):
-    """The student's export_gate writes a file; the grader reads it back here (for a clear message) and returns
-    its bytes, for a fresh worker to load and judge."""
-    global _clash_loaded_ep
-    _clash_loaded_ep = None
-    *weights, example = args
-    _clash_state["saves"] += 1
-    path = f"m06_gate_{_clash_state['saves']}.pt2"
-    export_gate(_clash_model(*weights), example.detach().cpu().clone(), path)
-    if not _clash_os.path.isfile(path):
-        return f"nofile {path}"
-    try:
-        ep = torch.export.load(path)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        return f"noload {type(e).__name__}: {msg}"
-    _clash_loaded_ep = ep.module()
-    with open(path, "rb") as f:
-        return _clash_np.frombuffer(f.read(), dtype=_clash_np.uint8).copy()
-
-
-def _clash_run_export(x):
-    with torch.no_grad():  # the program holds CPU weights; its answer goes back to the device the input came on
-        return _clash_loaded_ep(x.cpu()).to(x.device)
-''' + NET_SOURCE + MODEL_HELPER
-
-TF_HELPERS = '''
-import tensorflow as tf
-
-
-def _clash_xla_info(x, gamma, beta):
-    """Is xla_norm_gelu a tf.function marked for XLA? Read from TensorFlow's own objects."""
-    fn = xla_norm_gelu
-    if not isinstance(fn, type(tf.function(lambda: 0))):
-        return "plain " + type(fn).__name__
-    concrete = fn.get_concrete_function(x, gamma, beta)
-    attr = concrete.function_def.attr
-    if "_XlaMustCompile" not in attr or not attr["_XlaMustCompile"].b:
-        return "nojit"
-    try:
-        hlo = fn.experimental_get_compiler_ir(x, gamma, beta)(stage="optimized_hlo")
-    except Exception as e:
-        return "nohlo " + type(e).__name__ + ": " + str(e).strip().splitlines()[0][:200]
-    return f"ok {hlo.count(' fusion(')}"
-'''
-
-HELPERS = [TORCH_HELPERS, TF_HELPERS]
-BASELINE = ""  # no timed part
-
-# A fresh worker's only cell: load the exported program's bytes and run it. It never runs the student's code.
-LOADER = '''
-import io
-import torch
-
-def _clash_load(data):
-    global _clash_program
-    with open("m06_from_student.pt2", "wb") as f:
-        f.write(bytes(data.astype("uint8").tobytes()))
-    _clash_program = torch.export.load("m06_from_student.pt2").module()
-    return "ok"
-
-def _clash_run(x):
-    with torch.no_grad():  # run where it was saved (CPU); answer on the device the input came on
-        return _clash_program(x.cpu()).to(x.device)
-'''
 
 
 # -- ground truth, here in the parent ------------------------------------------------------------------------
@@ -187,51 +57,128 @@ def _norm_gelu_truth(x, gamma, beta) -> np.ndarray:
 _BREAK_ADVICE = [
     ("item()", "`.item()` turns a tensor into a Python number: keep it a tensor"),
     ("generic_jump", "a Python `if` on a tensor: use torch.where (or torch.cond)"),
+    ("data-dependent branching", "a Python `if` on a tensor: use torch.where (or torch.cond)"),
     ("data dependent", "a NumPy call on `.numpy()` returns a Python number: use the torch op (torch.linalg.vector_norm)"),
     ("print", "`print` cannot go into a graph: remove it"),
 ]
+# Operators by which an exported program leaves the tensors for a Python number: a graph break under torch.compile.
+_SCALAR_OPS = ("aten.item.default", "aten._local_scalar_dense.default")
 
 
 def _advice(reasons: list[str]) -> str:
-    found = [a for key, a in _BREAK_ADVICE if any(key in r.lower() for r in reasons)]
+    found = list(dict.fromkeys(a for key, a in _BREAK_ADVICE if any(key in r.lower() for r in reasons)))
     return ("; ".join(found) + ".") if found else ""
+
+
+# -- the verifier ----------------------------------------------------------------------------------------------
+@contextmanager
+def _verifier(ctx):
+    """A fresh confined worker that runs no notebook code: it checks, loads and runs the programs the student's
+    worker saved. It starts at once and imports torch.export's loader while the student's worker exports; _load
+    collects that first reply."""
+    worker = ctx.fresh_worker([], ["torch"])
+    try:
+        worker.send({"op": "call", "fn": "@prepare_verifier", "args": [], "framework": "numpy"})
+        yield worker
+    finally:
+        worker.close()
+
+
+def _values(output: dict) -> list:
+    """A described list of str and int (a report from the grader's code in a worker) as Python values."""
+    return [i["value"] if i.get("type") == "str" else int(i["array"]) for i in output.get("items", [])]
+
+
+def _program_bytes(ctx, output: dict, fn: str, nofile: str) -> np.ndarray:
+    """The bytes of a program saved in the student's worker; "nofile PATH" instead fails with `nofile`."""
+    if output.get("type") == "str":
+        text = output["value"]
+        if text.startswith("nofile"):
+            ctx.fail(nofile.format(path=text.split()[1]))
+        ctx.fail(f"{fn}: {text}")
+    if output.get("type") != "numpy.ndarray" or output.get("dtype") != "uint8":
+        ctx.fail(f"{fn}: no program came back from your worker (a {output.get('type')})")
+    return output["array"].astype(np.uint8)
+
+
+def _load(ctx, worker, data: np.ndarray, what: str) -> tuple[list[str], list[int]]:
+    """Load a program in the verifier; it must take one input and return one output. Its operators, and the sizes
+    of its input (-1 where a dimension is dynamic)."""
+    prepared = worker.receive(worker.limits.call_timeout_s, "preparing to load your program")
+    if not prepared.get("ok"):
+        raise GraderError(f"the verifier could not import torch.export's loader: {prepared.get('error')}")
+    signature = _values(ctx.fresh_call(worker, "@load_program", [data], "numpy",
+                                       f"torch.export.load cannot read {what} in a fresh process"))
+    if signature[:2] != [1, 1]:
+        ctx.fail(f"{what} takes {signature[0]} input(s) and returns {signature[1]} output(s); one tensor in, one out "
+                 f"is expected")
+    ops = ctx.text(ctx.fresh_call(worker, "@program_ops", [], "numpy", f"reading {what}"), what).split()
+    return ops, signature[2:]
+
+
+def _run(worker, x: np.ndarray) -> dict:
+    """The verifier's reply to running its program on x: its output, or the program's error."""
+    return worker.request({"op": "call", "fn": "@run_program", "args": [x], "framework": "torch"}, "running it")
 
 
 # -- the parts -------------------------------------------------------------------------------------------------
 def no_breaks(ctx):
     shape = (int(ctx.rng.integers(3, 9)), int(ctx.rng.integers(2, 7)))
     x = _signed(ctx.rng, shape, int(ctx.rng.choice([-1, 1])))
-    info = ctx.introspect("graph_breaks", "fixed", [x])
-    ctx.details.update(graph_count=info["graph_count"], graph_break_count=info["graph_break_count"])
-    reasons = [r.strip().splitlines()[0][:120] for r in info["reasons"]]
-    if info["graph_break_count"] > 0:
-        listed = "; ".join(f"({i}) {r}" for i, r in enumerate(dict.fromkeys(reasons), 1))
-        ctx.fail(f"torch._dynamo.explain(fixed) finds {info['graph_break_count']} graph break(s) and "
-                 f"{info['graph_count']} graphs: {listed}. {_advice(reasons)}")
-    if info["graph_count"] != 1:
-        ctx.fail(f"torch._dynamo.explain(fixed) captured {info['graph_count']} graphs; one graph is expected "
-                 f"(does fixed compute with torch ops on x?)")
     xs = [_signed(ctx.rng, shape, s) for s in (1, -1)]
     xs += [_signed(ctx.rng, (int(ctx.rng.integers(2, 12)), int(ctx.rng.integers(2, 9))), s) for s in (-1, 1)]
-    got = ctx.call("_clash_fullgraph", xs, "torch")
-    if got.get("type") == "str":
-        text = got["value"]
-        if text.startswith("unsupported"):
-            reason = text.removeprefix("unsupported ")
-            ctx.fail(f"torch.compile(fixed, fullgraph=True) raises: {reason}. {_advice([reason])} "
-                     f"(torch._dynamo.explain does not count a break before the first tensor op; fullgraph does)")
-        ctx.fail(f"the compiled fixed did not run its graph on every call ({text})")
-    for i, x in enumerate(xs):
-        ctx.same(got["items"][i],
-                 ctx.truth(_tangled_truth(x)), "torch", ["output"],
-                 f"torch.compile(fixed, fullgraph=True) on a {x.shape[0]}x{x.shape[1]} input with "
-                 f"{'y.sum() > 0' if x.sum(dtype=np.float64) > 0 else 'y.sum() < 0'}", want_framework="any")
-        eager = ctx.call("fixed", [x], "torch")
-        ctx.same(eager, ctx.truth(_tangled_truth(x)), "torch", ["output"],
+    with _verifier(ctx) as worker:
+        exported = ctx.call("@export_fixed", [x], "torch", blame="fixed")
+        if exported.get("type") == "list":
+            _why_not_exported(ctx, _values(exported))
+        data = _program_bytes(ctx, exported, "fixed", "")
+        ops, sizes = _load(ctx, worker, data, "the program exported from fixed")
+        ctx.details.update(graph_ops=len(ops), input_sizes=sizes)
+        scalar = [op for op in ops if op in _SCALAR_OPS]
+        if scalar:
+            ctx.fail(f"fixed turns a tensor into a Python number ({scalar[0]} in its exported program): under "
+                     f"torch.compile that is a graph break. {_advice(['item()'])}")
+        # A fixed whose Python reads its input's sizes exports for that size only (torch.compile would recompile
+        # for another): no graph break for all that, so its program runs on the inputs its sizes admit.
+        admits = [len(x.shape) == len(sizes) and all(s in (-1, n) for s, n in zip(sizes, x.shape)) for x in xs]
+        if not all(admits[:2]):  # xs[:2] have the shape it was exported on
+            ctx.fail(f"the program exported from fixed takes inputs of sizes {sizes}, not the {shape[0]}x{shape[1]} "
+                     f"input it was exported on")
+        runs = [x for x, admitted in zip(xs, admits) if admitted]
+        replies = [_run(worker, x) for x in runs]
+    for x, reply in zip(runs, replies):
+        what = (f"the program exported from fixed, on a {x.shape[0]}x{x.shape[1]} input with "
+                f"{'y.sum() > 0' if x.sum(dtype=np.float64) > 0 else 'y.sum() < 0'}")
+        if not reply.get("ok"):
+            ctx.fail(f"{what} raises: {str(reply.get('error', ''))[:300]}")
+        ctx.same(reply["output"], ctx.truth(_tangled_truth(x)), "torch", ["output"], f"{what} (compared with tangled)",
+                 want_framework="any")
+    for x in xs:  # and fixed itself, eager
+        ctx.same(ctx.call("fixed", [x], "torch"), ctx.truth(_tangled_truth(x)), "torch", ["output"],
                  f"fixed on a {x.shape[0]}x{x.shape[1]} input with "
                  f"{'y.sum() > 0' if x.sum(dtype=np.float64) > 0 else 'y.sum() < 0'} (compared with tangled)",
                  want_framework="any")
-    return "one graph, no breaks (explain and fullgraph=True agree), and the same outputs as tangled on both branches"
+    shapes = "inputs of 2 shapes" if len(runs) == len(xs) else f"{shape[0]}x{shape[1]} inputs (its sizes are fixed)"
+    return (f"one graph: torch.export captured fixed whole, and its program, run in a fresh process, equals tangled on "
+            f"{shapes}, both branches taken")
+
+
+def _why_not_exported(ctx, report: list) -> None:
+    """Fail with what the grader's code in the student's worker found instead of a program (see export_fixed)."""
+    kind = report[0]
+    if kind == "breaks":
+        graphs, breaks, reasons = report[1], report[2], report[3:]
+        if breaks > 0:
+            listed = "; ".join(f"({i}) {r}" for i, r in enumerate(dict.fromkeys(reasons), 1))
+            ctx.fail(f"torch._dynamo.explain(fixed) finds {breaks} graph break(s) and {graphs} graphs: {listed}. "
+                     f"{_advice(reasons)}")
+        ctx.fail(f"torch._dynamo.explain(fixed) captured {graphs} graphs; one graph is expected (does fixed compute "
+                 f"with torch ops on x?)")
+    if kind == "unsupported":
+        ctx.fail(f"torch.compile(fixed, fullgraph=True) raises: {report[1]}. {_advice([report[1]])} "
+                 f"(torch._dynamo.explain does not count a break before the first tensor op; fullgraph does)")
+    error = str(report[-1]).rstrip(".")
+    ctx.fail(f"torch.export.export cannot capture fixed as one graph: {error}. {_advice([error])}".strip())
 
 
 def _stream_shapes(rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -257,75 +204,64 @@ def _stream_shapes(rng: np.random.Generator) -> list[tuple[int, int]]:
 
 def few_recompiles(ctx):
     w = ctx.rng.normal(size=(STREAM_D, STREAM_K)).astype(np.float32)
-    status = ctx.text(ctx.call("_clash_stream_start", [w], "torch"), "compile_for_stream")
-    if status != "ok":
-        ctx.fail(f"compile_for_stream(fn, backend) {status}")
     shapes = _stream_shapes(ctx.rng)
-    for b, t in shapes:
-        x = ctx.rng.normal(size=(b, t, STREAM_D)).astype(np.float32)
-        got = ctx.call("_clash_stream_step", [x], "torch")
-        want = np.tanh(x.astype(np.float64) @ w.astype(np.float64)).mean(axis=1)
-        ctx.same(got, ctx.truth(want), "torch", ["output"], f"the compiled function on a {b}x{t}x{STREAM_D} input",
-                 want_framework="any")
-    report = ctx.call("_clash_stream_report", [], "torch")
-    compiles, runs, calls = (int(i["array"]) for i in report["items"])
-    ctx.details.update(compiles=compiles, runs=runs, calls=calls, shapes=[list(s) for s in shapes])
+    xs = [ctx.rng.normal(size=(b, t, STREAM_D)).astype(np.float32) for b, t in shapes]
+    ctx.details["shapes"] = [list(s) for s in shapes]
     stream = ", ".join(f"{b}x{t}" for b, t in shapes)
-    if compiles == 0:
-        ctx.fail("the backend you were given was never called: compile_for_stream must return "
-                 "torch.compile(fn, backend=backend, ...) with the grader's backend, not fn itself nor another backend")
-    if compiles > MAX_COMPILES:
-        why = (" torch.compile's default (dynamic=None) compiles static shapes first and recompiles each time a new "
-               "dimension changes: here the batch changes from the 2nd call and the length from the 5th.")
-        ctx.fail(f"{compiles} compiles over a stream of {len(shapes)} shapes ({stream}); at most {MAX_COMPILES} "
-                 f"expected.{why if compiles == 3 else ''} Declare the shapes dynamic up front: dynamic=True, or "
-                 f"torch._dynamo.mark_dynamic on the dimensions that change. dynamic=False recompiles for every "
-                 f"new shape")
-    if runs != calls:
-        ctx.fail(f"only {runs} of {calls} calls ran a compiled graph; the others ran eagerly: the callable must call "
-                 f"the compiled function every time")
-    return (f"{compiles} compile(s) for {len(shapes)} shapes ({stream}), every call through the compiled graph, "
-            f"outputs right")
+    with _verifier(ctx) as worker:
+        saved = ctx.call("@export_stream", [w, xs[0]], "torch", blame="export_for_stream")
+        data = _program_bytes(ctx, saved, "export_for_stream", "export_for_stream(model, example, path) wrote nothing "
+                              "at {path}: save the program with torch.export.save(exported, path)")
+        _load(ctx, worker, data, "export_for_stream's program")
+        replies = [_run(worker, x) for x in xs]
+    for i, (x, reply) in enumerate(zip(xs, replies)):
+        b, t = shapes[i]
+        if not reply.get("ok"):
+            _fail_frozen(ctx, str(reply.get("error", "")), i, shapes)
+        want = np.tanh(x.astype(np.float64) @ w.astype(np.float64)).mean(axis=1)
+        ctx.same(reply["output"], ctx.truth(want), "torch", ["output"],
+                 f"export_for_stream's program on a {b}x{t}x{STREAM_D} input", want_framework="any")
+    return (f"one exported program, loaded in a fresh process, serves all {len(shapes)} shapes of the stream "
+            f"({stream}) with the right outputs")
+
+
+def _fail_frozen(ctx, error: str, i: int, shapes: list[tuple[int, int]]) -> None:
+    """The program refused the stream's i-th shape: name the dimension that export froze, when torch says which."""
+    (b0, t0), (b, t) = shapes[0], shapes[i]
+    dim = re.search(r"(?:size\(\)|shape)\[(\d)\]", error)
+    which = {"0": f"batch size was frozen at the example's {b0}", "1": f"length was frozen at the example's {t0}",
+             "2": "last dimension was frozen"}.get(dim.group(1) if dim else "", "shape was frozen")
+    ctx.fail(f"export_for_stream's program serves {i} of the stream's {len(shapes)} shapes, then refuses a "
+             f"{b}x{t}x{STREAM_D} input ({error.split('raised ', 1)[-1][:160]}): its {which}. torch.export makes "
+             f"every dimension a constant unless dynamic_shapes declares it dynamic, and a program cannot recompile "
+             f"as torch.compile does (dynamic=None recompiles each time a new dimension starts to change). Declare "
+             f"both up front: dynamic_shapes={{'x': {{0: torch.export.Dim('batch'), 1: torch.export.Dim('length')}}}}")
 
 
 def _export_bytes(ctx, weights) -> np.ndarray:
     example = _signed(ctx.rng, (3, D_IN), int(ctx.rng.choice([-1, 1])))
     try:
-        out = ctx.call("_clash_export", [*weights, example], "torch")
+        out = ctx.call("@export_gate", [*weights, example], "torch", blame="export_gate")
     except Mismatch as m:
         text = str(m)
         if "data-dependent" in text or "DataDependent" in text:
             ctx.fail(f"{text[:260]}. torch.export cannot keep a Python `if` on a tensor (it would have to pick a "
                      f"branch while tracing): write the branch as torch.cond(x.sum() > 0, up_fn, down_fn, (h,))")
         raise
-    if out.get("type") == "str":
-        text = out["value"]
-        if text.startswith("nofile"):
-            ctx.fail(f"export_gate(model, example, path) wrote nothing at {text.split()[1]}: save the program with "
-                     f"torch.export.save(exported, path)")
-        if text.startswith("noload"):
-            ctx.fail(f"torch.export.load cannot read what export_gate wrote ({text.removeprefix('noload ')}): save "
-                     f"an ExportedProgram with torch.export.save(torch.export.export(...), path)")
-        ctx.fail(f"export_gate: {text}")
-    return out["array"].astype(np.uint8)
+    if out.get("type") == "str" and out["value"].startswith("noload"):
+        ctx.fail(f"torch.export.load cannot read what export_gate wrote ({out['value'].removeprefix('noload ')}): "
+                 f"save an ExportedProgram with torch.export.save(torch.export.export(...), path)")
+    return _program_bytes(ctx, out, "export_gate", "export_gate(model, example, path) wrote nothing at {path}: save "
+                          "the program with torch.export.save(exported, path)")
 
 
 def export_cond(ctx):
     weights = _weights(ctx.rng)
-    # The loader starts (imports torch) while the student's worker exports.
-    worker = ctx.fresh_worker([{"label": "course m06 loader", "source": LOADER}], ["torch"])
-    try:
-        data = _export_bytes(ctx, weights)
-        ctx.fresh_call(worker, "_clash_load", [data], "numpy", "loading your file with torch.export.load in a fresh "
-                                                             "process")
+    with _verifier(ctx) as worker:
+        _load(ctx, worker, _export_bytes(ctx, weights), "export_gate's program")
         batches = [(1, 1), (int(ctx.rng.integers(4, 9)), -1), (1, -1), (int(ctx.rng.integers(10, 30)), 1)]
-        results = []
-        for n, sign in batches:
-            x = _signed(ctx.rng, (n, D_IN), sign)
-            reply = worker.request({"op": "call", "fn": "_clash_run", "args": [x], "framework": "torch"}, "running it")
-            results.append((x, reply))
-    finally:
-        worker.close()
+        xs = [_signed(ctx.rng, (n, D_IN), sign) for n, sign in batches]
+        results = [(x, _run(worker, x)) for x in xs]
     bad = {}
     for x, reply in results:
         what = f"the reloaded program on {len(x)} row(s) with {_branch(x)}"
@@ -357,7 +293,8 @@ def xla_equal(ctx):
         beta = ctx.rng.normal(0.0, 0.3, size=d).astype(np.float32)
         got = ctx.call("xla_norm_gelu", [x, gamma, beta], "tensorflow")
         if k == 0:
-            info = ctx.text(ctx.call("_clash_xla_info", [x, gamma, beta], "tensorflow"), "xla_norm_gelu")
+            info = ctx.text(ctx.call("@xla_info", [x, gamma, beta], "tensorflow", blame="xla_norm_gelu"),
+                            "xla_norm_gelu")
             if info.startswith("plain"):
                 ctx.fail(f"xla_norm_gelu is a {info.split()[1]}, not a tf.function: decorate it with "
                          f"@tf.function(jit_compile=True)")
@@ -380,7 +317,7 @@ def cond_agree(ctx):
     batches = [_zero_sum(ctx.rng, 3), _signed(ctx.rng, (3, D_IN), 1), _signed(ctx.rng, (3, D_IN), -1),
                _zero_sum(ctx.rng, 3)]
     for x in batches:
-        judge_agreement(ctx, weights, x, ctx.call("_clash_run_export", [x], "torch"),
+        judge_agreement(ctx, weights, x, ctx.call("@run_exported", [x], "torch", blame="export_gate"),
                         ctx.call("tf_gate", [x, *weights], "tensorflow"), ("the exported program", "tf_gate"),
                         "use the same strict comparison in tf.cond")
     return "torch.cond and tf.cond agree on 4 batches, both branches and x.sum() == 0 included"

@@ -48,17 +48,9 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     spec = importlib.import_module(module.spec_module)
     frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
     path = Path(notebook) if notebook else module.exercise_notebook
-    # A spec's HELPERS (a code string, or a list of them, filtered by framework like cells) are the grader's own
-    # functions, run in both workers after the notebook: e.g. building a model and calling the student's code on it.
-    helpers = getattr(spec, "HELPERS", [])
-    helpers = [helpers] if isinstance(helpers, str) else helpers
-    # Each its own label: linecache (read by torch.jit.script and AutoGraph) keys a source by it.
-    helpers = [(f"course helpers {i}", h) for i, h in enumerate(helpers, 1)]
-    student_cells = cells_for((sources if sources is not None else notebook_sources(path)) + helpers, frameworks)
+    student_cells = cells_for(sources if sources is not None else notebook_sources(path), frameworks)
     has_reference = module.solution.is_file()
-    reference_sources = notebook_sources(module.solution) if has_reference else []
-    baseline = [("course baseline", getattr(spec, "BASELINE", ""))]
-    reference_cells = cells_for(reference_sources + helpers + baseline, frameworks)
+    reference_cells = cells_for(notebook_sources(module.solution) if has_reference else [], frameworks)
     seed = secrets.randbits(63) if seed is None else seed
 
     limits = limits or course.limits

@@ -113,30 +113,6 @@ class Context:
         reply = self.reference.request(message, f"in {name}")
         return self._reference_reply(reply)["output"]
 
-    def introspect(self, op: str, fn: str, args: list | None = None):
-        timeout = self._student_call(fn)
-        reply = self.student.request({"op": op, "fn": fn, "args": args or []}, f"while inspecting {fn}", timeout)
-        return self._student_reply(reply, fn)["value"]
-
-    def pdb_transcripts(self, source: str, commands: list[str], frameworks: list[str], filename: str = "program.py",
-                        entry: str = "main") -> list[str]:
-        """Run a grader's program (`source`, saved as `filename`) and call its `entry()` under pdb fed each string of
-        `commands` in turn; return the transcripts. They run in one fresh isolated worker with no notebook cells
-        (never the student's kernel nor the reference, which can read solutions). Put the grader's own commands
-        first: each reply is back here before the next commands run, so a student's commands cannot change it."""
-        worker = self.fresh_worker([], frameworks, device="cpu")
-        transcripts = []
-        try:
-            for text in commands:
-                message = {"op": "pdb", "source": source, "commands": text, "filename": filename, "entry": entry}
-                reply = worker.request(message, "while running your pdb commands")
-                if not reply.get("ok"):
-                    raise Mismatch(f"pdb could not run your commands: {reply.get('error')}")
-                transcripts.append(str(reply["value"]))
-        finally:
-            worker.close()
-        return transcripts
-
     def fresh_worker(self, cells: list[dict], frameworks: list[str], device: str | None = None,
                      grader: str | None = None) -> Worker:
         """A new isolated worker running only the grader's `cells` ([{"label", "source"}]), no notebook: where a

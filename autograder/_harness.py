@@ -22,7 +22,6 @@ from autograder._protocol import Lines, decode, digest, encode, write_all
 
 torch = tf = None
 _DEVICE = "cpu"
-_TF_FUNCTION: tuple = ()  # tf.function's class and methods, captured before any student code can patch them
 _NS: dict = {}
 _LOADED: dict = {}
 _TIMED_OUTPUTS: dict = {}   # a timed request's described outputs, kept until the parent fetches its sample
@@ -95,16 +94,12 @@ def _import_frameworks(frameworks: list[str], device: str) -> dict:
         elif device == "cuda" and not gpus and "torch" not in frameworks:
             raise RuntimeError("--device cuda was asked for, but TensorFlow sees no GPU")
         tf.get_logger().setLevel("ERROR")
-        global _TF_FUNCTION
-        cls = type(tf.function(lambda: 0))
-        _TF_FUNCTION = (cls, cls.experimental_get_tracing_count, cls.get_concrete_function)
     info["device"] = _DEVICE
     return info
 
 
 def _student_frames(exc: BaseException) -> list:
-    return [f for f in traceback.extract_tb(exc.__traceback__)
-            if f.filename.startswith(_CELL_PREFIX) and not f.filename.startswith(_CELL_PREFIX + "course ")]
+    return [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(_CELL_PREFIX)]
 
 
 def _where(exc: BaseException) -> str:
@@ -121,7 +116,7 @@ def _blamed(req: dict, exc: BaseException) -> str | None:
     student's function the traceback ends in; one that failed on its own (checking what the student's code
     returned) names the student's function the request says it stands for (`blame`)."""
     fn = req.get("fn") or ""
-    if not fn.startswith((GRADER_PREFIX, "_clash")):
+    if not fn.startswith(GRADER_PREFIX):
         return fn
     frames = _student_frames(exc)
     if frames and frames[-1].name != "<module>":
@@ -234,73 +229,11 @@ def _callable(fn: str, bind: list | None = None):
     return lambda *args: target(student, *bound, *args)
 
 
-def _tf_function(name: str):
-    """The named tf.function, read through the methods captured at start-up, not the student's attributes."""
-    fn = _function(name)
-    if not _TF_FUNCTION or not isinstance(fn, _TF_FUNCTION[0]):
-        raise _Missing(f"{name} is a plain Python function, not a tf.function")
-    return fn
-
-
 def _sync() -> None:
     if torch is not None and _DEVICE == "cuda":
         torch.cuda.synchronize()
     if tf is not None:
         tf.test.experimental.sync_devices()
-
-
-def _graph_ops(fn, args) -> dict:
-    graph = _TF_FUNCTION[2](fn, *args).graph.as_graph_def()
-    inner = sorted({n.op for f in graph.library.function for n in f.node_def})
-    return {"ops": sorted(n.op for n in graph.node), "inner_ops": inner}
-
-
-def _script_nodes(fn) -> list[str]:
-    kinds = []
-
-    def walk(block):
-        for node in block.nodes():
-            kinds.append(node.kind())
-            for b in node.blocks():
-                walk(b)
-    walk(fn.graph)
-    return kinds
-
-
-def _graph_breaks(fn, args) -> dict:
-    import torch._dynamo as dynamo
-    dynamo.reset()
-    ex = dynamo.explain(fn)(*args)
-    return {"graph_count": ex.graph_count, "graph_break_count": ex.graph_break_count,
-            "reasons": [str(getattr(r, "reason", r))[:200] for r in ex.break_reasons]}
-
-
-def _pdb_transcript(source: str, commands: str, filename: str, entry: str, limit: int = 20000) -> str:
-    """Save `source` as `filename` in the current folder, run it, then call its `entry()` under pdb reading `commands`
-    as if typed: the transcript (pdb's output and whatever the program prints) is what a student would see."""
-    import bdb
-    import contextlib
-    import io
-    import pdb
-    bdb.Breakpoint.clearBreakpoints()
-    path = os.path.abspath(os.path.basename(filename))
-    with open(path, "w") as f:
-        f.write(source)
-    out = io.StringIO()
-    ns = {"__name__": "__clash_program__", "__file__": path, "__builtins__": builtins}
-    with contextlib.redirect_stdout(out):
-        exec(compile(source, path, "exec"), ns)
-        debugger = pdb.Pdb(stdin=io.StringIO(commands), stdout=out, nosigint=True, readrc=False)
-        sys.path.insert(0, os.path.dirname(path))  # so that `break program.py:LINE` finds the file, as in a shell
-        try:
-            debugger.runcall(ns[entry])
-        except Exception as exc:  # the program's own error is part of what the student sees
-            out.write(f"\n[the program raised {type(exc).__name__}: {exc}]\n")
-        finally:
-            sys.settrace(None)
-            sys.path.remove(os.path.dirname(path))
-            bdb.Breakpoint.clearBreakpoints()  # class-wide: the next run starts with none, numbered from 1
-    return out.getvalue()[:limit]
 
 
 def _answer(req: dict) -> dict:
@@ -334,23 +267,6 @@ def _answer(req: dict) -> dict:
         outputs = [_TIMED_OUTPUTS.get(key, {"type": "None"}) for key in req["ids"]]
         _TIMED_OUTPUTS.clear()
         return {"ok": True, "outputs": outputs}
-    if op == "tracing_count":
-        cls, tracing_count, _ = _TF_FUNCTION
-        return {"ok": True, "value": int(tracing_count(_tf_function(req["fn"])))}
-    if op == "graph_ops":
-        args = [_to_framework(a, "tensorflow") for a in req.get("args", [])]
-        return {"ok": True, "value": _graph_ops(_tf_function(req["fn"]), args)}
-    if op == "script_nodes":
-        fn = _function(req["fn"])
-        if not hasattr(fn, "graph"):
-            raise _Missing(f"{req['fn']} is not a TorchScript function or module (no .graph)")
-        return {"ok": True, "value": _script_nodes(fn)}
-    if op == "graph_breaks":
-        args = [_to_framework(a, "torch") for a in req.get("args", [])]
-        return {"ok": True, "value": _graph_breaks(_function(req["fn"]), args)}
-    if op == "pdb":  # module 03: a grader's program under pdb, fed a string of commands; the answer is the transcript
-        return {"ok": True, "value": _pdb_transcript(req["source"], req["commands"], req.get("filename", "program.py"),
-                                                     req.get("entry", "main"))}
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 

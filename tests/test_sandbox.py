@@ -97,20 +97,28 @@ def f():
         worker.close()
 
 
-def test_an_error_inside_a_grader_helper_names_the_students_function(launcher):
-    """A spec's HELPERS call the student's functions: the message names the student's function, not the helper."""
-    cells = [{"label": "cell 3", "source": "def unwritten():\n    raise NotImplementedError()\n"
-                                          "def broken(x):\n    return x[5]\n"},
-             {"label": "course helpers 1", "source": "def _clash_a():\n    return unwritten()\n"
-                                                     "def _clash_b():\n    return broken([1])\n"
-                                                     "def _clash_c():\n    return undefined_name()\n"}]
-    worker = Worker("student", cells, [], "cpu", LIMITS, launcher)
-    try:
-        worker.wait_ready()
-        errors = [worker.request({"op": "call", "fn": fn, "args": [], "framework": "numpy"}, f"in {fn}")["error"]
-                  for fn in ("_clash_a", "_clash_b", "_clash_c")]
-    finally:
-        worker.close()
-    assert errors[0] == "unwritten is not written yet: it raises NotImplementedError (at cell 3, line 2)"
-    assert errors[1] == "broken raised IndexError: list index out of range (at cell 3, line 4)"
-    assert errors[2].startswith("_clash_c raised NameError") and "is not defined" in errors[2]
+def test_an_error_inside_grader_code_names_the_students_function(launcher):
+    """Grader code in the worker (autograder/worker, called as "@name") calls the student's functions: an error
+    names the student's function, where it failed in the student's code, or the function the request stands for
+    when the grader's own check of what it returned fails."""
+    notebooks = {
+        "unwritten": "def benchmark_step(modes, b, s, w):\n    raise NotImplementedError()\n",
+        "broken": "def benchmark_step(modes, b, s, w):\n    return [1][5]\n",
+        "wrong type": "def benchmark_step(modes, b, s, w):\n    return [0.1]\n",
+        "missing": "x = 1\n",
+    }
+    errors = {}
+    for name, source in notebooks.items():
+        worker = Worker("student", [{"label": "cell 3", "source": source}], [], "cpu", LIMITS, launcher,
+                        "autograder.worker.m09_capstone")
+        try:
+            worker.wait_ready()
+            message = {"op": "call", "fn": "@benchmark", "args": ["tf_xla", 32, 5, 1], "framework": "numpy",
+                       "blame": "benchmark_step"}
+            errors[name] = worker.request(message, "in benchmark_step")["error"]
+        finally:
+            worker.close()
+    assert errors["unwritten"] == "benchmark_step is not written yet: it raises NotImplementedError (at cell 3, line 2)"
+    assert errors["broken"] == "benchmark_step raised IndexError: list index out of range (at cell 3, line 2)"
+    assert errors["wrong type"].startswith("benchmark_step raised TypeError: benchmark_step returned a list")
+    assert errors["missing"] == "benchmark_step is not defined"

@@ -208,7 +208,7 @@ def test_the_exercise_states_the_graders_own_bands(course):
     prose = " ".join("".join(c["source"]) for c in text["cells"] if c["cell_type"] == "markdown")
     prose = " ".join(prose.split())
     assert f"within {spec.BAND:g}x of its ratio" in prose
-    assert f"within {spec.SCALES_BAND:g}x of the growth" in prose
+    assert f"at least 1/{spec.SCALES_BAND:g} and at most {spec.SCALES_HIGH:g} times the growth" in prose
     assert f"each mode's time within {spec.MODE_BAND:g}x of its own" in prose
 
 

@@ -27,14 +27,15 @@ TORCH_MODES = ("torch_eager", "torchscript")
 # Every graded pair holds a mode whose first call traces or compiles, so a benchmark that times it shows.
 PAIRS = (("torch_eager", "tf_function"), ("torch_eager", "tf_xla"), ("torchscript", "tf_function"),
          ("torchscript", "tf_xla"))
-# The student's ratio may differ from the grader's by BAND either way, its growth by SCALES_BAND. Measured with
-# benchmarks/student_benchmarks.py (one core kept busy): the solution's ratio lands at 0.8-1.1 of the grader's; a
-# correct alternative that times TensorFlow with timeit and `.numpy()` and PyTorch with torch.utils.benchmark (one
-# thread) at 0.45-0.75, and 0.33 in its worst run; growth at 0.77-1.56. Timing the first calls puts a graph mode's
-# tracing or compiling (0.3-5 s) into a mean of STEPS steps: 25x or more off, and a benchmark that ignores its batch
-# size reports a growth of 1 against the grader's 5-12x.
-BAND = 4.0
+# The student's ratio may differ from the grader's by BAND either way; its growth may be as low as 1/SCALES_BAND of
+# the grader's and as high as SCALES_HIGH times it. Measured with benchmarks/student_benchmarks.py, 25 runs each with
+# other checks running (load 4-6 on 2 cores): the solution's ratio landed at 0.38-2.88 of the grader's, a correct
+# alternative that times TensorFlow with timeit and `.numpy()` and PyTorch with torch.utils.benchmark at 0.27-0.71;
+# growth at 0.81-5.08 (high when a busy spell hits the large batch only). A hard-coded benchmark reports a growth of
+# 1 against the grader's 4-14x: 0.07-0.23, always low. Timing the first calls is caught per mode (MODE_BAND).
+BAND = 6.0
 SCALES_BAND = 2.5
+SCALES_HIGH = 8.0
 # Each mode's own time may be at most MODE_BAND times the grader's: a ratio can hide first calls timed in both modes
 # (a mean over 25 steps with no warm-up landed inside BAND once at load 6-8), while a graph mode's tracing puts it
 # 8x or more over; the correct alternative's modes sat at 0.55-3.0x of the grader's with one core busy.
@@ -270,12 +271,12 @@ def benchmark_scales(ctx):
         mine_large = _student_times(ctx, [mode], large, STEPS, WARMUP)[0]
         grader = _grader_times(ctx, {"small": (mode, small), "large": (mode, large)})
         growth, want = mine_large / mine_small, grader["large"] / grader["small"]
-        if 1 / SCALES_BAND <= growth / want <= SCALES_BAND:
+        if 1 / SCALES_BAND <= growth / want <= SCALES_HIGH:
             break
     ctx.details.update(mode=mode, student_ms=[mine_small * 1e3, mine_large * 1e3],
                        grader_ms=[grader["small"] * 1e3, grader["large"] * 1e3], growth=growth, grader_growth=want,
                        attempts=attempt)
-    if not 1 / SCALES_BAND <= growth / want <= SCALES_BAND:
+    if not 1 / SCALES_BAND <= growth / want <= SCALES_HIGH:
         ctx.fail(f"with batch {small} -> {large} your benchmark's {mode} step goes from {_ms(mine_small)} to "
                  f"{_ms(mine_large)} ({growth:.2f}x); the grader's clock says {_ms(grader['small'])} to "
                  f"{_ms(grader['large'])} ({want:.2f}x) on {ctx.device}, {_twice()}. A benchmark must time the step "

@@ -60,8 +60,19 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     def start(role: str) -> Worker:
         return Worker(role, student_cells if role == "student" else reference_cells, frameworks, device, limits,
                       zygote, grader)
-    student, reference = start("student"), start("reference")
-    verifiers = None if zygote is not None else _VerifierZygote(frameworks, device)
+    # Without a zygote of the caller's (a notebook kernel's, a class's), the check starts its own: the frameworks
+    # are imported once and every worker (student, reference, each part's verifier) is a fork of it, instead of a
+    # new interpreter importing them again (half the CPU of a terminal check).
+    own_zygote = zygote is None
+    if own_zygote:
+        from autograder._zygote import Zygote
+        zygote = Zygote(frameworks, worker_env(device))
+    try:
+        student, reference = start("student"), start("reference")
+    except BaseException:
+        if own_zygote:
+            zygote.close()
+        raise
     result = CheckResult(exercise=exercise.id, title=exercise.title, parts=[], device=device,
                          notebook=str(path) if sources is None else "(the kernel's cells)", seed=seed,
                          frameworks=frameworks)
@@ -103,8 +114,7 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
                 if not reference.alive:
                     reference.close()
                     reference = start("reference")
-                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors, fatal,
-                              verifiers)
+                ctx = Context(part, rng, info["device"], student, reference, has_reference, cell_errors, fatal)
                 results[pid] = _run_part(spec.PARTS[pid], ctx, part, frameworks)
                 if not student.alive and ctx.calling and ctx.calling not in fatal:
                     fatal[ctx.calling] = f"{ctx.calling} ended the worker in part {pid}: " + \
@@ -115,27 +125,9 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     finally:
         student.close()
         reference.close()
-        if verifiers is not None:
-            verifiers.close()
+        if own_zygote:
+            zygote.close()
         result.timings["total"] = time.perf_counter() - started
-
-
-class _VerifierZygote:
-    """Fresh verifiers (Context.fresh_worker) of a check run without a zygote fork from one started on first use:
-    each later part's verifier costs a fork instead of a new interpreter importing the frameworks (6-9 s)."""
-
-    def __init__(self, frameworks: list[str], device: str):
-        self.frameworks, self.device, self.zygote = frameworks, device, None
-
-    def __call__(self):
-        if self.zygote is None:
-            from autograder._zygote import Zygote
-            self.zygote = Zygote(self.frameworks, worker_env(self.device))
-        return self.zygote
-
-    def close(self) -> None:
-        if self.zygote is not None:
-            self.zygote.close()
 
 
 def worker_module(spec_module: str) -> str | None:

@@ -24,8 +24,7 @@ class GraderError(RuntimeError):
 
 class Context:
     def __init__(self, part: Part, rng: np.random.Generator, device: str, student: Worker,
-                 reference: Worker, has_reference: bool, cell_errors: list[dict], fatal: dict | None = None,
-                 verifiers=None):
+                 reference: Worker, has_reference: bool, cell_errors: list[dict], fatal: dict | None = None):
         self.part, self.rng, self.device = part, rng, device
         self.student, self.reference, self.has_reference = student, reference, has_reference
         self.cell_errors = cell_errors
@@ -34,7 +33,6 @@ class Context:
         # that calls one again fails at once with that cause, and the other parts run in a fresh worker.
         self.fatal = fatal if fatal is not None else {}
         self.calling: str | None = None   # the student function of the request in flight
-        self.verifiers = verifiers        # () -> a zygote for fresh workers, where the check has no zygote
 
     def _student_call(self, name: str) -> float:
         """Before a request that runs the student's `name`: refuse one that already ended a worker. Returns its time
@@ -119,8 +117,6 @@ class Context:
         student's artefact (an exported program, a TorchScript archive) is loaded and run. Never the reference
         worker, which is unconfined and can read the solutions. It starts at once; the caller closes it."""
         zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
-        if zygote is None and self.verifiers is not None and (device or self.device) == self.device:
-            zygote = self.verifiers()   # else from the check's own verifier zygote: a fork, not a new interpreter
         return Worker("student", cells, frameworks, device or self.device, self.student.limits, zygote,
                       grader or self.student.grader)
 

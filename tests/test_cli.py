@@ -131,8 +131,8 @@ def test_check_says_whether_it_recorded_progress_and_where(isolated_progress, tm
     notebook = own_notebook if own else tmp_path / "elsewhere.ipynb"
     if not own:
         notebook.write_bytes(own_notebook.read_bytes())
-    run = subprocess.run([sys.executable, "-m", "autograder.cli", "check", "01_tensors.torch_grad", "--notebook",
-                          str(notebook)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "autograder.cli", "check", "01_tensors.torch_grad", "--framework",
+                          "torch", "--notebook", str(notebook)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     recorded = (isolated_progress / "progress.json").is_file()
     assert recorded == own
     if own:

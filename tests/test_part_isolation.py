@@ -30,7 +30,7 @@ def torch_fit(w0, x, y, lr, steps):
 def test_a_part_that_ends_the_worker_fails_alone(course, tmp_path, zygote, broken, cause):
     module = course.module(M)
     nb = notebook_with(module.solution, {"torch_fit": broken}, tmp_path / "nb.ipynb")
-    limits = dataclasses.replace(course.limits, call_timeout_s=5)
+    limits = dataclasses.replace(course.limits, call_timeout_s=2)
     result = run_check(M, notebook=nb, course=course, zygote=zygote, limits=limits)
     parts = {p.id: p for p in result.parts}
     assert parts["same_weights"].status == "failed", parts["same_weights"].message
@@ -46,14 +46,14 @@ def test_a_later_part_that_calls_the_same_function_fails_at_once_with_that_cause
     module = course.module(M)
     hang = "def torch_loss_and_grad(w, x, y):\n    while True:\n        pass\n"
     nb = notebook_with(module.solution, {"torch_loss_and_grad": hang}, tmp_path / "nb.ipynb")
-    limits = dataclasses.replace(course.limits, call_timeout_s=5)
+    limits = dataclasses.replace(course.limits, call_timeout_s=2)
     result = run_check(M, notebook=nb, course=course, zygote=zygote, limits=limits)
     parts = {p.id: p for p in result.parts}
-    assert "took longer than 5 s in torch_loss_and_grad" in parts["torch_grad"].message
-    # cross_grad calls it too: not run again (no second 5 s wait), and it says why
+    assert "took longer than 2 s in torch_loss_and_grad" in parts["torch_grad"].message
+    # cross_grad calls it too: not run again (no second 2 s wait), and it says why
     assert parts["cross_grad"].message.startswith("not run again: torch_loss_and_grad ended the worker in part "
                                                   "torch_grad"), parts["cross_grad"].message
-    assert result.timings["cross_grad"] < 5
+    assert result.timings["cross_grad"] < 2
     assert all(parts[p].status == "passed" for p in ("tf_grad", "same_weights", "tf_graph")), \
         [(p.id, p.message) for p in result.parts]
     assert "torch_loss_and_grad" not in parts["graph_speed"].message

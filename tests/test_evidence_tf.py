@@ -9,6 +9,7 @@ around the honest solution (the control) still pass.
 """
 import pytest
 from conftest import notebook_with, parts
+from test_m04_tf_function import WRONG
 
 from autograder import run_check
 
@@ -39,28 +40,8 @@ _g1.graphs_used = _g4.graphs_used = lambda fn, calls: _real_graphs_used(fn, call
 '''
 
 WRONG_04 = {
-    # one trace per batch size
-    "make_tf_train_step": '''
-def make_tf_train_step(w, b, lr):
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(tf.matmul(x, w) + b - y))
-        gw, gb = tape.gradient(loss, [w, b])
-        w.assign_sub(lr * gw)
-        b.assign_sub(lr * gb)
-        return loss
-    return step
-''',
-    # unrolled for a Python int n
-    "tf_power_iteration": '''
-@tf.function
-def tf_power_iteration(A, v, n):
-    for _ in range(n):
-        v = tf.linalg.matvec(A, v)
-        v = v / tf.norm(v)
-    return v
-''',
+    # one trace per batch size, and a Python loop unrolled for a Python int n: module 04's own wrong answers
+    **{k: WRONG[k] for k in ("make_tf_train_step", "tf_power_iteration")},
     # eager, not a graph: right values, no graph at all
     "tf_clip_by_norm": '''
 def tf_clip_by_norm(g, c):

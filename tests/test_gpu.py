@@ -5,7 +5,7 @@ These need a GPU, and no CI machine has one: run them on a GPU machine with `pyt
 (benchmarks/gpu_torch.sh does, on a machine with PyTorch alone)."""
 import pytest
 
-from conftest import ROOT, notebook_with, parts
+from conftest import notebook_with, parts
 
 torch = pytest.importorskip("torch", reason="the GPU tests check the PyTorch side")
 pytestmark = [pytest.mark.slow,
@@ -16,18 +16,7 @@ MODULES = ["01_tensors", "02_models", "03_debugging", "05_torchscript", "06_comp
            "08_quantization"]
 
 # torch.nonzero copies its result's size to the host: a sync that no patched Tensor method sees.
-NONZERO_EACH_STEP = '''
-def train_steps(model, optimizer, batches):
-    losses = []
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        wrong = torch.nonzero(model(x).argmax(1) != y)
-        losses.append(loss.detach())
-    return torch.stack(losses)
-'''
+from test_evidence_m07 import NONZERO_EACH_STEP  # noqa: E402
 
 
 @pytest.mark.parametrize("module_id", MODULES)

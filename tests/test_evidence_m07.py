@@ -18,6 +18,23 @@ from autograder import run_check
 
 pytestmark = pytest.mark.slow
 
+
+def loop_that(does: str, preamble: str = "") -> str:
+    """A train_steps answer, right but for `does` (indented lines) after each optimizer step."""
+    return preamble + '''
+def train_steps(model, optimizer, batches):
+    losses = []
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+''' + does + '''
+        losses.append(loss.detach())
+    return torch.stack(losses)
+'''
+
+
 M = "07_performance"
 
 FORGED = {
@@ -28,18 +45,8 @@ def time_call(fn, args, warmup, repeats):
     fn.calls = warmup + repeats
     return getattr(fn, "base_s", 0.015) * 1.03
 ''',
-    "train_steps": '''
-def train_steps(model, optimizer, batches):
-    losses = []
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        torch._C.TensorBase.item(loss)   # a sync that no patched torch.Tensor.item sees
-        losses.append(loss.detach())
-    return torch.stack(losses)
-''',
+    # a sync that no patched torch.Tensor.item sees
+    "train_steps": loop_that("        torch._C.TensorBase.item(loss)"),
     "autocast_step": '''
 def autocast_step(model, optimizer, scaler, x, y):
     optimizer.zero_grad()
@@ -64,21 +71,8 @@ def keras_mixed_step(make_model, x, y, lr):
 
 # The same read, hidden from the grader's recording on real tensors (its dispatch modes switched off around it), the
 # loss only printed. The second recording is on fake tensors, which have no value to read.
-HIDDEN = '''
-from torch.utils._python_dispatch import _disable_current_modes
-
-def train_steps(model, optimizer, batches):
-    losses = []
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        with _disable_current_modes():
-            print(torch._C.TensorBase.item(loss))
-        losses.append(loss.detach())
-    return torch.stack(losses)
-'''
+HIDDEN = loop_that("""        with _disable_current_modes():
+            print(torch._C.TensorBase.item(loss))""", "from torch.utils._python_dispatch import _disable_current_modes\n")
 
 
 def test_forged_evidence_scores_zero(course, tmp_path, zygote):
@@ -101,18 +95,7 @@ def test_a_host_read_hidden_from_the_recording_still_fails(course, tmp_path, zyg
 
 # torch.nonzero copies its result's size to the host: a sync that reads no value. Once seen only on a GPU (by
 # torch.cuda.set_sync_debug_mode in the student's process), it is now read from the recorded graph by the verifier.
-NONZERO_EACH_STEP = '''
-def train_steps(model, optimizer, batches):
-    losses = []
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        wrong = torch.nonzero(model(x).argmax(1) != y)
-        losses.append(loss.detach())
-    return torch.stack(losses)
-'''
+NONZERO_EACH_STEP = loop_that("        wrong = torch.nonzero(model(x).argmax(1) != y)")
 
 
 def test_a_sync_that_reads_no_value_is_read_from_the_graph(course, tmp_path, zygote):

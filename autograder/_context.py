@@ -111,21 +111,18 @@ class Context:
         reply = self.reference.request(message, f"in {name}")
         return self._reference_reply(reply)["output"]
 
-    def fresh_worker(self, cells: list[dict], frameworks: list[str], device: str | None = None,
-                     grader: str | None = None) -> Worker:
-        """A new isolated worker running only the grader's `cells` ([{"label", "source"}]), no notebook: where a
-        student's artefact (an exported program, a TorchScript archive) is loaded and run. Never the reference
-        worker, which is unconfined and can read the solutions. It starts at once; the caller closes it."""
+    def fresh_worker(self, frameworks: list[str], device: str | None = None) -> Worker:
+        """A new isolated worker that runs no notebook code, only the exercise's grader functions: where a student's
+        artefact (an exported program, a TorchScript archive) is loaded and run. Never the reference worker, which
+        is unconfined and can read the solutions. It starts at once; close it, or use it in a `with` block."""
         zygote = getattr(self.student.proc, "zygote", None)  # forked workers: fork this one from the same zygote
-        return Worker("student", cells, frameworks, device or self.device, self.student.limits, zygote,
-                      grader or self.student.grader)
+        return Worker("student", [], frameworks, device or self.device, self.student.limits, zygote,
+                      self.student.grader)
 
-    @staticmethod
-    def fresh_call(worker: Worker, fn: str, args: list, framework: str, doing: str, bind: list | None = None) -> dict:
+    def fresh_call(self, worker: Worker, fn: str, args: list, framework: str, doing: str,
+                   bind: list | None = None) -> dict:
         """Call the grader's `fn` in a fresh worker; its failure is the artefact's, told as `doing: error`."""
-        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
-        if bind:
-            message["bind"] = bind
+        message, _ = self._message(fn, args, framework, None, bind)
         reply = worker.request(message, doing)
         if not reply.get("ok"):
             raise Mismatch(f"{doing}: {reply.get('error')}")

@@ -412,6 +412,12 @@ class Worker:
         self.wait_ready()
         self._send(message)
 
+    def __enter__(self) -> "Worker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """End the worker and everything it started, in bounded time: no pipe an escaped process might hold is
         waited on (the reader threads own and close their pipes)."""

@@ -168,7 +168,7 @@ def _verify(ctx, baseline, fast, inputs: dict, committed: dict, framework: str) 
     base, bind = _fn(baseline)
     for key, output in zip(sample, outputs):
         # The course's baseline, which the reference worker runs with or without the solutions.
-        message = {"op": "call", "fn": base, "args": inputs[key], "framework": framework, "bind": bind}
+        message, _ = ctx._message(base, inputs[key], framework, None, bind)
         want = ctx._reference_reply(ctx.reference.request(message, f"in {base}"))["output"]
         n = len(want["items"]) if "items" in want else 1
         ctx.same(output, want, framework, [f"output {i}" for i in range(n)], f"{fn} (while timed)")

@@ -177,7 +177,7 @@ class _JudgeOnly:
     def call(self, fn, args, framework):
         return {"type": "str", "value": self.commands}
 
-    def fresh_worker(self, cells, frameworks, device=None):
+    def fresh_worker(self, frameworks, device=None):
         return self
 
     def close(self):

@@ -84,7 +84,7 @@ def tf_graph(ctx):
     # and a fresh verifier that runs no notebook code counts them and runs them on inputs the student never saw.
     shape_rng = np.random.default_rng(ctx.rng.integers(1 << 32))
     n, d = int(shape_rng.integers(16, 65)), int(shape_rng.integers(3, 9))
-    verifier = ctx.fresh_worker([], ["tensorflow"])  # starts while the student's worker exports
+    verifier = ctx.fresh_worker(["tensorflow"])  # starts while the student's worker exports
     try:
         # Same shapes, new values: a graph built for the first call must serve them all.
         calls = [_problem(ctx.rng, n=n, d=d) for _ in range(5)]

@@ -119,7 +119,7 @@ def tf_fix(ctx):
     # The evidence is a graph: the student's worker traces tf_standardize once for any (n, d) and saves it as a
     # SavedModel; a fresh verifier that runs no notebook code loads it and answers every input. Started first, it
     # starts while the student's worker saves.
-    verifier = ctx.fresh_worker([], ["tensorflow"])
+    verifier = ctx.fresh_worker(["tensorflow"])
     try:
         saved = ctx.call("@export_tf_standardize", [], "tensorflow", blame=fn)
         if saved.get("type") == "str":
@@ -193,7 +193,7 @@ def pdb_shifted(ctx):
     program = PDB_PROGRAM.replace("SEED = 0", f"SEED = {seed}")
     # In one fresh isolated worker with no notebook: first the grader's own commands (what `p shifted` prints at
     # the right place), answered before the student's commands run there on the same program.
-    worker = ctx.fresh_worker([], ["torch"], device="cpu")
+    worker = ctx.fresh_worker(["torch"], device="cpu")
     try:
         try:
             mine = _pdb_events(ctx, worker, program, f"b {PDB_FILE}:{PDB_LINE}\nc\np {PDB_NAME}\nc\n",

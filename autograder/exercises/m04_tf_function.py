@@ -103,7 +103,7 @@ def _exported(ctx, output: dict, if_plain: str) -> np.ndarray:
 
 def _verifier(ctx):
     """A fresh confined worker with TensorFlow and no notebook code; it starts while the student's worker exports."""
-    return ctx.fresh_worker([], ["tensorflow"])
+    return ctx.fresh_worker(["tensorflow"])
 
 
 def _export_stream(ctx, w0, b0, x, y, sizes, lr) -> np.ndarray:

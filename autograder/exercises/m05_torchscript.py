@@ -13,7 +13,6 @@ a fresh confined worker that never runs the student's code (autograder.worker.m0
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -59,17 +58,6 @@ def _file_bytes(ctx, output: dict, fn: str, advice: dict) -> np.ndarray:
     return output["array"].astype(np.uint8)
 
 
-@contextmanager
-def _verifier(ctx, framework: str):
-    """A fresh confined worker that runs no notebook code, for one framework: it loads and runs what the student's
-    worker saved. It starts (imports its framework) while the student's worker saves."""
-    worker = ctx.fresh_worker([], [framework])
-    try:
-        yield worker
-    finally:
-        worker.close()
-
-
 def _run_torchscript(ctx, worker, x, what: str = "the reloaded module") -> dict:
     return ctx.fresh_call(worker, "@run_torchscript", [x], "torch", f"{what} raised")
 
@@ -77,7 +65,7 @@ def _run_torchscript(ctx, worker, x, what: str = "the reloaded module") -> dict:
 # -- the parts -------------------------------------------------------------------------------------------
 def scripted(ctx):
     weights = _weights(ctx.rng)
-    with _verifier(ctx, "torch") as worker:
+    with ctx.fresh_worker(["torch"]) as worker:
         # The grader saves what script_model returned with torch.jit.save; only a real TorchScript module survives
         # the trip to a process that never ran the notebook.
         data = _file_bytes(ctx, ctx.call("@script", weights, "torch", blame="script_model"), "script_model", {})
@@ -148,7 +136,7 @@ def _save_torchscript_checked(ctx, weights, worker) -> None:
 
 def torchscript_file(ctx):
     weights = _weights(ctx.rng)
-    with _verifier(ctx, "torch") as worker:
+    with ctx.fresh_worker(["torch"]) as worker:
         _save_torchscript_checked(ctx, weights, worker)
         _, bad = _failures_by_branch(ctx, lambda x: _run_torchscript(ctx, worker, x), weights, (1, -1, -1, 1),
                                      "the reloaded module")
@@ -192,7 +180,7 @@ def _run_savedmodel(ctx, worker, x: np.ndarray) -> dict:
 
 def savedmodel(ctx):
     weights = _weights(ctx.rng)
-    with _verifier(ctx, "tensorflow") as worker:
+    with ctx.fresh_worker(["tensorflow"]) as worker:
         _save_savedmodel_checked(ctx, weights, worker)
         for n, sign in ((int(ctx.rng.integers(2, 6)), 1), (1, -1), (int(ctx.rng.integers(6, 12)), -1), (1, 1)):
             x = _signed(ctx.rng, (n, D_IN), sign)
@@ -205,7 +193,7 @@ def savedmodel(ctx):
 
 def exports_agree(ctx):
     weights = _weights(ctx.rng)
-    with _verifier(ctx, "torch") as torch_worker, _verifier(ctx, "tensorflow") as tf_worker:
+    with ctx.fresh_worker(["torch"]) as torch_worker, ctx.fresh_worker(["tensorflow"]) as tf_worker:
         _save_torchscript_checked(ctx, weights, torch_worker)
         _save_savedmodel_checked(ctx, weights, tf_worker)
         _agree_on_batches(ctx, weights, lambda x: _run_torchscript(ctx, torch_worker, x),

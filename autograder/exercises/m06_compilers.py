@@ -76,12 +76,9 @@ def _verifier(ctx):
     """A fresh confined worker that runs no notebook code: it checks, loads and runs the programs the student's
     worker saved. It starts at once and imports torch.export's loader while the student's worker exports; _load
     collects that first reply."""
-    worker = ctx.fresh_worker([], ["torch"])
-    try:
+    with ctx.fresh_worker(["torch"]) as worker:
         worker.send({"op": "call", "fn": "@prepare_verifier", "args": [], "framework": "numpy"})
         yield worker
-    finally:
-        worker.close()
 
 
 def _values(output: dict) -> list:

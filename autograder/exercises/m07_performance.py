@@ -121,7 +121,7 @@ class _Pacer:
 
 def _clean_worker(ctx):
     """A worker that runs no notebook code, for the grader's own measurements: the reference, else a fresh one."""
-    return ctx.reference if ctx.has_reference else ctx.fresh_worker([], ["torch"])
+    return ctx.reference if ctx.has_reference else ctx.fresh_worker(["torch"])
 
 
 def _clean_call(ctx, worker, fn: str, args: list):
@@ -297,7 +297,7 @@ def no_sync_loop(ctx):
     recorded = _mlp_problem(ctx.rng, n=16 * steps)
     new = _mlp_problem(ctx.rng, n=16 * steps)   # same shapes, values the student's process never sees
     lr = float(np.round(ctx.rng.uniform(0.05, 0.3), 3))
-    verifier = ctx.fresh_worker([], ["torch"])   # starts while the student's worker records
+    verifier = ctx.fresh_worker(["torch"])   # starts while the student's worker records
     try:
         try:
             data = ctx.call("@capture_loop", [*recorded, steps, lr], "torch", blame="train_steps")

@@ -54,7 +54,6 @@ moves inputs to the CPU and the torch parts judge CPU execution on any machine; 
 """
 from __future__ import annotations
 
-from contextlib import closing
 
 import numpy as np
 
@@ -129,12 +128,6 @@ def _accuracy_verdict(ctx, logits: np.ndarray, weights, x, y, what: str) -> str:
                  f"quantized copy of the model you were given")
     return f"{100 * acc_q:.1f} % vs float {100 * acc_f:.1f} % on {len(y)} fresh digits, logits {moved:.3f} from " \
            f"float's on average, same prediction as float on {100 * agree:.1f} %"
-
-
-def _verifier(ctx, framework: str):
-    """A fresh confined worker that runs no notebook code, only the grader's loaders
-    (autograder/worker/m08_quantization.py); it starts (imports its framework) while the student's worker quantizes."""
-    return closing(ctx.fresh_worker([], [framework]))
 
 
 def _torch_quantized(ctx, verifier, weights, x, part: str = "") -> tuple[np.ndarray, int, int]:
@@ -238,7 +231,7 @@ def _tflite_size_gate(ctx, size: int, fn: str, part: str = "") -> None:
 def torch_quant(ctx):
     weights = _fit(ctx.rng)
     x, y = _data(ctx.rng, N_TEST)
-    with _verifier(ctx, "torch") as verifier:
+    with ctx.fresh_worker(["torch"]) as verifier:
         logits, size, float_size = _torch_quantized(ctx, verifier, weights, x)
     verdict = _accuracy_verdict(ctx, logits, weights, x, y, "quantize_torch's model")
     return (f"{float_size / size:.2f}x smaller ({size:,} vs {float_size:,} bytes); {verdict} (its state_dict, reloaded "
@@ -251,7 +244,7 @@ def _tflite_judged(ctx, fn: str, from_file: int, what: str) -> tuple[int, str]:
     weights = _fit(ctx.rng)
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
-    with _verifier(ctx, "tensorflow") as verifier:
+    with ctx.fresh_worker(["tensorflow"]) as verifier:
         blob = _tflite_blob(ctx, fn, weights, rep)
         logits = _run_tflite(ctx, verifier, blob, x, fn, from_file)
     _tflite_size_gate(ctx, blob.size, fn)
@@ -269,7 +262,7 @@ def torch_file(ctx):
     x, _ = _data(ctx.rng, 300)
     # torch.jit.load runs the archive's TorchScript: in a fresh confined worker, never in the reference worker,
     # which is unconfined and can read the solutions.
-    with _verifier(ctx, "torch") as verifier:
+    with ctx.fresh_worker(["torch"]) as verifier:
         out = ctx.call("@torch_save", weights, "torch", blame="save_quantized")
         if out.get("type") == "str":
             ctx.fail(f"save_quantized(qmodel, path) wrote nothing at {out['value'].split()[1]}: save to the path you "
@@ -312,7 +305,7 @@ def quant_agree(ctx):
     rep, _ = _data(ctx.rng, N_REP)
     x, y = _data(ctx.rng, N_TEST)
     gate = "quant_agree compares two QUANTIZED models, and "
-    with _verifier(ctx, "torch") as torch_verifier, _verifier(ctx, "tensorflow") as tflite_verifier:
+    with ctx.fresh_worker(["torch"]) as torch_verifier, ctx.fresh_worker(["tensorflow"]) as tflite_verifier:
         torch_logits, _, _ = _torch_quantized(ctx, torch_verifier, weights, x, gate)
         blob = _tflite_blob(ctx, "to_tflite", weights, rep)
         _tflite_size_gate(ctx, blob.size, "to_tflite", gate)

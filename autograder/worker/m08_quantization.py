@@ -4,7 +4,7 @@ savers called on it, and the loaders a fresh confined verifier runs on what they
 Two kinds of function live here. Those that call the student (`torch_quantized`, `torch_save`, `to_tflite`,
 `export_tflite`) run in the student's worker and only hand back bytes: a state_dict, a file, a flatbuffer. Those
 that judge those bytes (`torch_reload`, `torch_state_logits`, `run_tflite`) run in a fresh worker that runs no
-notebook code (`ctx.fresh_worker([], [framework])`), so nothing the notebook patches reaches them.
+notebook code (`ctx.fresh_worker([framework])`), so nothing the notebook patches reaches them.
 
 A status the parent turns into a teaching sentence comes back as a str ("nofile PATH", "noload ERROR", ...);
 anything else is the answer. Quantized kernels are CPU-only (fbgemm/qnnpack), and so is the TFLite interpreter:

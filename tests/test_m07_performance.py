@@ -171,3 +171,40 @@ def test_correct_alternative_answers_pass(course, tmp_path, zygote):
 
 # A notebook importing PyTorch as `th` (it scored 1/10 while the grader's code ran in the notebook's namespace) is
 # tests/test_name_clash.py's case for every module.
+
+
+def test_the_speedup_text_states_the_graders_workload_and_thresholds(course):
+    """Part 5's text quotes the tile and both thresholds the grader uses (issue 13: the CPU workload was changed so
+    that only fusing gains; a TorchScript trace flaked at the old one)."""
+    import json
+
+    from autograder.exercises import m07_performance as spec
+    part = next(p for p in course.module(M).exercise.parts if p.id == "graph_speedup")
+    nb = json.loads(course.module(M).solution.read_text())
+    text = next("".join(c["source"]) for c in nb["cells"] if part.title in "".join(c["source"]))
+    assert f"{spec.CHAIN_N}-element" in text and f"tiles {spec.CHAIN_TILE['cpu']} times on CPU" in text, text
+    assert spec.CHAIN_TILE["cuda"] == 1 and "untiled on CUDA" in text, text
+    assert f"**{part.threshold_cpu:g}×** as fast on CPU and **{part.threshold_cuda:g}×** on CUDA" in text, text
+
+
+# A student's TorchScript answer: trace on the first call, when an example input exists.
+TRACE = '''
+def make_fast(fn):
+    traced = {}
+
+    def run(x):
+        if "graph" not in traced:
+            traced["graph"] = torch.jit.trace(fn, (x,))
+        return traced["graph"](x)
+    return run
+'''
+
+
+def test_a_torchscript_trace_does_not_fuse_and_stays_under_the_cpu_threshold(course, tmp_path, zygote):
+    """torch.jit.trace removes Python's dispatch but not the 45 passes over memory: on the tiled CPU workload it
+    measured 0.80-0.87x against 1.2x (torch.compile 1.58-1.87x; benchmarks/load_test.py), so it fails clearly
+    instead of flaking around the threshold as it did at 1.14-1.21x on the untiled one."""
+    nb = notebook_with(course.module(M).solution, {"make_fast": TRACE}, tmp_path / "trace.ipynb")
+    (p,) = run_check(f"{M}.graph_speedup", notebook=nb, course=course, zygote=zygote).parts
+    assert p.status == "failed" and "as fast as eager chain; at least 1.2x expected" in p.message, p.message
+    assert p.details["ratio"] < 1.1, p.details

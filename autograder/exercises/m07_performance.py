@@ -474,7 +474,12 @@ def keras_mixed(ctx):
 # into one Triton kernel, so the compiled side pays one launch plus its guards. On an NVIDIA H200 (torch 2.11) the
 # solution reached 2.99-4.49x over 10 runs (medians 3.06x and 3.74x in two sessions of 5; eager ~450 us, compiled
 # 124-160 us per timed call); half the lower median is ~1.5.
+# On CPU the chain runs on 1024 elements tiled 256 times (x.repeat inside the timed call, so the pipe still carries
+# 4 KB): eager's 45 passes over 1 MB dominate, so fusing them is what gains. On 1024 elements alone a CPU measures
+# Python's dispatch, where torch.jit.trace (which does not fuse on CPU) sat at 1.14-1.21x against the old 1.2x floor
+# and flaked. CUDA keeps 1024 elements, untiled: the launch-bound case measured above.
 CHAIN_N = 1024
+CHAIN_TILE = {"cpu": 256, "cuda": 1}
 
 
 def _truth_chain(x):
@@ -492,13 +497,15 @@ def graph_speedup(ctx):
     def make_args():
         return [ctx.rng.normal(scale=2.0, size=CHAIN_N).astype(np.float32)]
 
+    tile = CHAIN_TILE[ctx.device]
     ctx.call("@prepare_compile", [], "torch", blame="make_fast")
     for _ in range(2):  # the first call compiles; both must equal float64 NumPy
         args = make_args()
-        got = ctx.call("@fast_chain", args, "torch", blame="make_fast")
-        ctx.same(got, ctx.truth(_truth_chain(args[0])), "torch", ["output"], "make_fast(chain) vs float64 NumPy",
-                 want_framework="any")
-    ratio = ctx.speedup("@baseline_chain_sum", "@fast_chain_sum", make_args, "torch", rounds=21, target_round_s=0.03)
+        got = ctx.call("@fast_chain", [tile, *args], "torch", blame="make_fast")
+        ctx.same(got, ctx.truth(_truth_chain(np.tile(args[0], tile))), "torch", ["output"],
+                 "make_fast(chain) vs float64 NumPy", want_framework="any")
+    ratio = ctx.speedup(("@baseline_chain_sum", [tile]), ("@fast_chain_sum", [tile]), make_args, "torch", rounds=21,
+                        target_round_s=0.03)
     where = "CUDA" if ctx.device == "cuda" else "CPU, one thread"
     return ctx.speed_verdict(ratio, "make_fast(chain)", "eager chain") + f" ({where})"
 

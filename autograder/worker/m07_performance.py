@@ -32,9 +32,10 @@ def _chain(x):
     return x
 
 
-def baseline_chain_sum(student, x):
-    """What is timed: the eager chain, summed (so the timed request returns one number, not 1024 to encode)."""
-    return _chain(x).sum()
+def baseline_chain_sum(student, tile, x):
+    """What is timed: the eager chain on x tiled `tile` times, summed. The parent sends only x and the reply is one
+    number, so the pipe carries kilobytes while the chain works on up to a megabyte."""
+    return _chain(x.repeat(tile)).sum()
 
 
 # -- the timer's workload -------------------------------------------------------------------------------------------
@@ -328,12 +329,12 @@ def prepare_compile(student):
     import torch._inductor.compile_fx  # noqa: F401
 
 
-def fast_chain(student, x):
-    """make_fast(chain) on x, made once per worker from the grader's own chain."""
+def fast_chain(student, tile, x):
+    """make_fast(chain) on x tiled `tile` times, made once per worker from the grader's own chain."""
     if "chain" not in _FAST:
         _FAST["chain"] = student.make_fast(_chain)
-    return _FAST["chain"](x)
+    return _FAST["chain"](x.repeat(tile))
 
 
-def fast_chain_sum(student, x):
-    return fast_chain(student, x).sum()
+def fast_chain_sum(student, tile, x):
+    return fast_chain(student, tile, x).sum()

@@ -6,6 +6,17 @@ from autograder._registry import Course, RegistryError, load_course
 from autograder._result import CheckResult, PartResult
 from autograder._source import NotebookError
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("clash-of-frameworks")
+    except PackageNotFoundError:   # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
 __all__ = ["run_check", "check", "show_progress", "load_course", "Course", "CheckResult", "PartResult",
            "RegistryError", "NotebookError", "CheckError"]
 

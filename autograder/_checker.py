@@ -14,7 +14,7 @@ from autograder._context import Context, GraderError, NeedsReference
 from autograder._registry import Course, Limits, load_course
 from autograder._result import FAILED, NEEDS_REFERENCE, PASSED, SKIPPED, CheckResult, PartResult
 from autograder._sandbox import Worker, WorkerError, worker_env
-from autograder._source import cells_for, notebook_sources
+from autograder._source import NotebookError, answer_cells, cells_for, notebook_sources
 
 DEVICES = ("auto", "cpu", "cuda")
 FRAMEWORK_CHOICES = ("both", "torch", "tensorflow")
@@ -49,6 +49,8 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
     frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
     path = Path(notebook) if notebook else module.exercise_notebook
     student_cells = cells_for(sources if sources is not None else notebook_sources(path), frameworks)
+    if sources is None:
+        _refuse_another_exercise(path, module, course)
     has_reference = module.solution.is_file()
     reference_cells = cells_for(notebook_sources(module.solution) if has_reference else [], frameworks)
     seed = secrets.randbits(63) if seed is None else seed
@@ -130,6 +132,24 @@ def run_check(target: str, *, notebook: str | Path | None = None, sources: list[
         result.timings["total"] = time.perf_counter() - started
 
 
+def _refuse_another_exercise(path: Path, module, course: Course) -> None:
+    """A notebook whose answer cells are another exercise's, none of this one's: say which it is, instead of a
+    "not defined" for every function."""
+    held = answer_cells(path)
+    if not held or held & _answer_ids(module):
+        return
+    for other in course.modules:
+        ids = _answer_ids(other)
+        if other is not module and ids and len(held & ids) * 2 >= len(ids):
+            raise NotebookError(f"{path} holds exercise {other.id}'s answers ({', '.join(sorted(held & ids))}), "
+                                f"none of {module.id}'s: check it with `clash check {other.id} --notebook {path}`")
+
+
+def _answer_ids(module) -> set[str]:
+    """The answer cells of a module's exercise, from the released notebook (a student's copy has no solutions)."""
+    return answer_cells(module.exercise_notebook) or answer_cells(module.solution)
+
+
 def worker_module(spec_module: str) -> str | None:
     """The exercise's grader code that runs in the workers: autograder.worker.<the spec's name>, if there is one.
     Found without importing it: it may import a framework this process has not loaded."""
@@ -143,10 +163,11 @@ def _device_words(info: dict) -> str:
     return "cpu (no GPU: CPU thresholds)"
 
 
-def _part_result(part, status: str, message: str, details: dict | None = None) -> PartResult:
+def _part_result(part, status: str, message: str, details: dict | None = None,
+                 diagnosis: str | None = None) -> PartResult:
     return PartResult(id=part.id, title=part.title, status=status, points=part.points if status == PASSED else 0.0,
-                      max_points=part.points, message=message, hint=part.hint, framework=part.framework,
-                      kind=part.kind, details=details or {})
+                      max_points=part.points, message=message, hint=part.hint_for(diagnosis),
+                      framework=part.framework, kind=part.kind, details=details or {})
 
 
 def _run_part(check, ctx: Context, part, frameworks: list[str]) -> PartResult:
@@ -157,7 +178,7 @@ def _run_part(check, ctx: Context, part, frameworks: list[str]) -> PartResult:
         message = check(ctx) or "passed"
         return _part_result(part, PASSED, message, ctx.details)
     except Mismatch as m:
-        return _part_result(part, FAILED, str(m), ctx.details)
+        return _part_result(part, FAILED, str(m), ctx.details, m.diagnosis)
     except NeedsReference:
         return _part_result(part, NEEDS_REFERENCE,
                             "needs the reference solution, which this copy of the course lacks: not counted")

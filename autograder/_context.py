@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from autograder import _timing
-from autograder._compare import Mismatch, compare, leaves, tensor
+from autograder._compare import Mismatch, _index, _num, compare, leaves, tensor
 from autograder._registry import Part
 from autograder._sandbox import Worker, WorkerError
 
@@ -61,6 +61,26 @@ class Context:
         raise Mismatch(error)
 
     @staticmethod
+    def _unmutated(reply: dict, args: list, name: str) -> dict:
+        """The worker sends back each input as it stands after the call; this process compares it with what it sent.
+        An in-place update of a caller's tensor (w -= lr * grad on the w0 it was given) is a bug the student's
+        own results cannot show."""
+        after = reply.get("args_after")
+        if after is None:
+            return reply
+        for i, (sent, leaf) in enumerate(zip(args, after)):
+            if not isinstance(sent, np.ndarray) or "array" not in leaf:
+                continue
+            now = np.asarray(leaf["array"])
+            if now.shape != sent.shape or not np.array_equal(now.astype(np.float64), sent.astype(np.float64),
+                                                             equal_nan=True):
+                changed = int(np.sum(now != sent)) if now.shape == sent.shape else sent.size
+                raise Mismatch(f"{name} changed its argument {i + 1} ({_array_words(sent)}) in place: {changed} of "
+                               f"{sent.size} values differ after the call. The caller still needs its input; work on a "
+                               f"copy (w = w0.clone() in PyTorch, tf.Variable(w0) in TensorFlow)", "mutated")
+        return reply
+
+    @staticmethod
     def _reference_reply(reply: dict) -> dict:
         if not reply.get("ok"):
             raise GraderError(f"the reference solution failed: {reply.get('error')}")
@@ -70,7 +90,8 @@ class Context:
     def _message(fn: str, args: list, framework: str, blame: str | None, bind: list | None) -> tuple[dict, str]:
         """A call request, and the student's function it stands for: `fn` itself, or for a grader function
         ("@name", autograder.worker.<exercise>.name, given a view of the notebook first) the `blame` name."""
-        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
+        message = {"op": "call", "fn": fn, "args": args, "framework": framework,
+                   "echo_args": any(isinstance(a, np.ndarray) for a in args)}
         if bind:
             message["bind"] = bind
         if blame:
@@ -83,7 +104,7 @@ class Context:
         message, name = self._message(fn, args, framework, blame, bind)
         timeout = self._student_call(name)
         reply = self.student.request(message, f"in {name}", timeout)
-        return self._student_reply(reply, name)["output"]
+        return self._unmutated(self._student_reply(reply, name), args, name)["output"]
 
     def call_both(self, fn: str, args: list, framework: str, blame: str | None = None,
                   bind: list | None = None) -> tuple[dict, dict]:
@@ -101,7 +122,8 @@ class Context:
             self.reference.receive(self.reference.limits.compile_timeout_s, f"in the reference {name}")
             raise
         ref = self.reference.receive(self.reference.limits.compile_timeout_s, f"in the reference {name}")
-        return self._student_reply(mine, name)["output"], self._reference_reply(ref)["output"]
+        mine = self._unmutated(self._student_reply(mine, name), args, name)
+        return mine["output"], self._reference_reply(ref)["output"]
 
     def call_reference(self, fn: str, args: list, framework: str, bind: list | None = None) -> dict:
         """Call `fn` in the clean reference worker only (e.g. the grader's own model, for ground truth)."""
@@ -144,8 +166,9 @@ class Context:
         return items[0] if len(items) == 1 else {"type": "tuple", "items": items}
 
     @staticmethod
-    def fail(message: str):
-        raise Mismatch(message)
+    def fail(message: str, diagnosis: str | None = None):
+        """Fail the part; `diagnosis` (a key of autograder._compare.DIAGNOSES) picks the part's hint for it."""
+        raise Mismatch(message, diagnosis)
 
     def threshold(self) -> float:
         return self.part.threshold(self.device)
@@ -169,6 +192,48 @@ class Context:
             worst = self.details.get("max_abs_err", -1.0)
             if stats["max_abs_err"] >= worst:
                 self.details.update(stats)
+
+    def agree(self, mine_torch: dict, mine_tf: dict, truth: dict, names: list[str], sides: tuple[str, str]) -> None:
+        """The PyTorch and TensorFlow answers must match float64 truth (and so each other). A failure names both
+        sides and the truth at the first place either is off, so the student sees which framework is wrong, and
+        the hint follows the wrong side's diagnosis."""
+        torch_name, tf_name = sides
+        answers = ((torch_name, "torch", leaves(mine_torch, len(names), torch_name)),
+                   (tf_name, "tensorflow", leaves(mine_tf, len(names), tf_name)))
+        want = leaves(truth, len(names), "the truth")
+        for k, name in enumerate(names):
+            label = f" [{name}]" if len(names) > 1 else ""
+            arrays, wrong = {}, {}
+            for side, framework, got in answers:
+                arr = tensor(got[k], framework, self.device, side + label)
+                arrays[side] = arr
+                try:
+                    stats = compare(arr, want[k]["array"], f"{side}{label} vs float64 NumPy", rtol=self.part.rtol,
+                                    atol=self.part.atol, actual_dtype=_np_dtype(got[k]),
+                                    expected_dtype=_np_dtype(want[k]))
+                    if stats["max_abs_err"] >= self.details.get("max_abs_err", -1.0):
+                        self.details.update(stats)
+                except Mismatch as m:
+                    wrong[side] = m
+            if not wrong:
+                continue
+            first = next(iter(wrong.values()))
+            self.details.update(first.details)
+            if "max_abs_err" not in first.details:   # a shape or dtype: that sentence already names the side
+                raise first
+            e = np.asarray(want[k]["array"], np.float64)
+            bad = np.zeros(e.shape, bool)
+            for side in wrong:
+                a = arrays[side].astype(np.float64)
+                bad |= ~np.isclose(a, e, rtol=self.part.rtol, atol=self.part.atol, equal_nan=True)
+            i = tuple(np.argwhere(bad)[0]) if bad.any() else ()
+            at = f" at index {_index(i)}" if e.ndim else ""
+            verb = "is" if len(wrong) == 1 else "are"
+            why = "; ".join(f"{side}: max abs err {m.details.get('max_abs_err', float('nan')):.3g}" +
+                            (f", {_why(m)}" if _why(m) else "") for side, m in wrong.items())
+            raise Mismatch(f"{' and '.join(wrong)} {verb} off{label}{at}: {torch_name} gave "
+                           f"{_num(arrays[torch_name][i])}, {tf_name} gave {_num(arrays[tf_name][i])}, float64 NumPy "
+                           f"gives {_num(e[i])} ({why})", first.diagnosis, **first.details)
 
     # -- timing --------------------------------------------------------------------------------------
     def speedup(self, baseline: str, fast: str, make_args, framework: str, rounds: int = 15,
@@ -209,6 +274,16 @@ class Context:
         if not self.has_reference:
             raise NeedsReference
         return _timing.time_reference(self, timed, rounds, warmup, target_round_s)
+
+
+def _why(m: Mismatch) -> str:
+    """The diagnosis words compare() put in parentheses at the end of its sentence, if any."""
+    text = str(m)
+    return text[text.rindex("(") + 1:-1] if m.diagnosis and text.endswith(")") else ""
+
+
+def _array_words(arr: np.ndarray) -> str:
+    return f"a {arr.dtype.name} array of shape {tuple(arr.shape)}"
 
 
 def _np_dtype(leaf: dict) -> str:

@@ -229,6 +229,10 @@ def _callable(fn: str, bind: list | None = None):
     return lambda *args: target(student, *bound, *args)
 
 
+def _is_tensor(obj) -> bool:
+    return (torch is not None and isinstance(obj, torch.Tensor)) or (tf is not None and isinstance(obj, tf.Tensor))
+
+
 def _sync() -> None:
     if torch is not None and _DEVICE == "cuda":
         torch.cuda.synchronize()
@@ -240,7 +244,11 @@ def _answer(req: dict) -> dict:
     op = req.get("op")
     if op == "call":
         args = [_to_framework(a, req.get("framework", "numpy")) for a in req.get("args", [])]
-        return {"ok": True, "output": _describe(_callable(req["fn"], req.get("bind"))(*args))}
+        reply = {"ok": True, "output": _describe(_callable(req["fn"], req.get("bind"))(*args))}
+        if req.get("echo_args"):  # the inputs as they stand now: the parent compares them with what it sent
+            reply["args_after"] = [_describe(a) if isinstance(a, np.ndarray) or _is_tensor(a) else {"type": "other"}
+                                   for a in args]
+        return reply
     if op == "load":
         framework = req.get("framework", "numpy")
         for key, args in req["items"].items():

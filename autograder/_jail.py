@@ -55,7 +55,8 @@ def _errno() -> str:
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(s):
+        return s.encode() if s is not None else None
     if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         raise OSError(ctypes.get_errno(), f"mount {target}: {_errno()}")
 

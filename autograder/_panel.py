@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from autograder._result import PASSED, CheckResult
 
@@ -143,9 +143,11 @@ class CourseMap:
                             f"{'#1a7f37' if parts.get(p.id) == PASSED else '#cf222e' if p.id in parts else '#8c959f'}'>"
                             f"{'●' if parts.get(p.id) == PASSED else '○'}</span>" for p in m.exercise.parts)
             body.append(
-                f"<tr class='clash-module'><td style='padding:3px 8px'><b>{esc(m.id)}</b><br><small>{esc(m.title)}</small></td>"
+                f"<tr class='clash-module'><td style='padding:3px 8px'><b>{esc(m.id)}</b><br>"
+                f"<small>{esc(m.title)}</small></td>"
                 f"<td style='padding:3px 8px'>{lessons}</td>"
-                f"<td style='padding:3px 8px'><a href='{esc(self._link(m.exercise_notebook))}'>{esc(m.exercise.title)}</a>"
+                f"<td style='padding:3px 8px'>"
+                f"<a href='{esc(self._link(m.exercise_notebook))}'>{esc(m.exercise.title)}</a>"
                 f"<br>{marks}</td>"
                 f"<td style='padding:3px 8px;color:{_STATUS_COLOURS[status]};font-weight:bold'>{esc(status)}</td>"
                 f"<td style='padding:3px 8px;white-space:nowrap'>{points:g}/{m.exercise.max_score:g}</td></tr>")

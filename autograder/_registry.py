@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:   # Python 3.10: the same parser, as a package (a dependency there)
+    import tomli as tomllib
 
 FRAMEWORKS = ("torch", "tensorflow", "both")
 KINDS = ("equivalence", "cross", "graph", "performance", "introspection")
@@ -28,9 +32,16 @@ class Part:
     threshold_cpu: float | None = None
     threshold_cuda: float | None = None
     compiles: bool = False   # the text allows compiling (torch.compile, XLA): first calls get the compile allowance
+    # Hints for the failures the grader can name (autograder._compare.DIAGNOSES): shown instead of `hint` when a
+    # check diagnoses that failure. A dict in a frozen dataclass: read it, never change it.
+    hints: dict = field(default_factory=dict, hash=False, compare=False)
 
     def threshold(self, device: str) -> float | None:
         return self.threshold_cuda if device.startswith("cuda") else self.threshold_cpu
+
+    def hint_for(self, diagnosis: str | None) -> str:
+        """The hint for a diagnosed failure, else the part's own."""
+        return self.hints.get(diagnosis, self.hint) if diagnosis else self.hint
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,8 @@ def _require(table: dict, key: str, where: str, kind: type | tuple = str):
         raise RegistryError(f"{REGISTRY_FILE}: {where} lacks {key!r}")
     value = table[key]
     if not isinstance(value, kind):
-        raise RegistryError(f"{REGISTRY_FILE}: {where}.{key} should be {getattr(kind, '__name__', kind)}, got {value!r}")
+        wanted = getattr(kind, "__name__", kind)
+        raise RegistryError(f"{REGISTRY_FILE}: {where}.{key} should be {wanted}, got {value!r}")
     return value
 
 
@@ -157,6 +169,16 @@ def _part(raw: dict, where: str) -> Part:
         raise RegistryError(f"{REGISTRY_FILE}: {where}: a performance part needs threshold_cpu and threshold_cuda")
     if "compiles" in raw:
         extra["compiles"] = _require(raw, "compiles", where, bool)
+    if "hints" in raw:
+        from autograder._compare import DIAGNOSES
+        hints = _require(raw, "hints", where, dict)
+        for key, text in hints.items():
+            if key not in DIAGNOSES:
+                raise RegistryError(f"{REGISTRY_FILE}: {where}: hints.{key} names no failure the grader diagnoses "
+                                    f"(one of {', '.join(DIAGNOSES)})")
+            if not isinstance(text, str) or not text.strip():
+                raise RegistryError(f"{REGISTRY_FILE}: {where}: hints.{key} should be a sentence, got {text!r}")
+        extra["hints"] = dict(hints)
     unknown = set(raw) - {"id", "title", "points", "framework", "kind", "hint", *extra}
     if unknown:
         raise RegistryError(f"{REGISTRY_FILE}: {where}: unknown keys {sorted(unknown)}")

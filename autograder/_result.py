@@ -59,7 +59,7 @@ class CheckResult:
     def max_score(self) -> float:
         return sum(p.max_points for p in self.parts)
 
-    def only(self, part_ids) -> "CheckResult":
+    def only(self, part_ids) -> CheckResult:
         """The same result, narrowed to some parts (a test cell shows and asserts its own part)."""
         return replace(self, parts=[p for p in self.parts if p.id in part_ids])
 
@@ -118,7 +118,8 @@ class CheckResult:
         return (f"<div class='clash-result'><div><b>{esc(self.exercise)} — {esc(self.title)}</b>: "
                 f"<b style='color:{colour}'>{self.score:g}/{self.max_score:g} points</b> · device "
                 f"<b class='clash-device'>{esc(self.device)}</b></div>{error}"
-                "<table style='border-collapse:collapse;margin-top:4px'><tr><th style='text-align:left;padding:3px 8px'>"
+                "<table style='border-collapse:collapse;margin-top:4px'>"
+                "<tr><th style='text-align:left;padding:3px 8px'>"
                 "status</th><th style='text-align:left;padding:3px 8px'>part</th>"
                 "<th style='text-align:left;padding:3px 8px'>points</th>"
                 "<th style='text-align:left;padding:3px 8px'>message</th></tr>"

@@ -24,12 +24,12 @@ _SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL", s
             signal.SIGBUS: "a bus error", signal.SIGFPE: "a floating-point exception"}
 
 
-_live: "weakref.WeakSet[Worker]" = weakref.WeakSet()   # every worker this process runs
+_live: weakref.WeakSet[Worker] = weakref.WeakSet()   # every worker this process runs
 _timing = threading.Lock()                              # one timed section at a time in this process
 
 
 @contextmanager
-def exclusive_timing(*timed: "Worker"):
+def exclusive_timing(*timed: Worker):
     """Freeze every other worker of this process while `timed` are measured, so that a parallel check, or a
     student's runaway loop elsewhere, cannot change this check's ratio (a grade must not depend on neighbours)."""
     with _timing:
@@ -44,7 +44,7 @@ def exclusive_timing(*timed: "Worker"):
 
 
 @contextmanager
-def same_cpu(*timed: "Worker"):
+def same_cpu(*timed: Worker):
     """Run the timed workers on one and the same CPU while they are compared: on a busy machine each process
     otherwise runs at the speed of the core it happens to sit on (a neighbour on its hyperthread sibling halves
     it), and that can differ between the two for a whole measurement."""
@@ -412,7 +412,7 @@ class Worker:
         self.wait_ready()
         self._send(message)
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self
 
     def __exit__(self, *exc) -> None:

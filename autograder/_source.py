@@ -11,7 +11,6 @@ import ast
 import json
 from pathlib import Path
 
-
 REPORT_MARK = "# clash-report"
 _FRAMEWORK_NAMES = {
     "torch": {"torch", "nn", "F"},
@@ -112,3 +111,15 @@ def notebook_sources(path: Path) -> list[tuple[str, str]]:
             raise NotebookError(f"{path}: cell {i} has a malformed source")
         sources.append((f"cell {i}", source))
     return sources
+
+
+def answer_cells(path: Path) -> set[str]:
+    """The nbgrader grade ids of a notebook's answer cells (`solution: true`): which exercise it holds. Empty for a
+    notebook without nbgrader metadata or one that cannot be read (notebook_sources says why)."""
+    try:
+        cells = json.loads(Path(path).read_text()).get("cells", [])
+        return {c["metadata"]["nbgrader"]["grade_id"] for c in cells
+                if isinstance(c, dict) and c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return set()
+

@@ -99,7 +99,7 @@ def _child(sock: socket.socket, fds: list[int], request: dict) -> None:
 class ZygoteChild:
     """A forked worker, with the part of subprocess.Popen's interface the sandbox uses."""
 
-    def __init__(self, zygote: "Zygote", pid: int, stdout):
+    def __init__(self, zygote: Zygote, pid: int, stdout):
         self.zygote, self.pid, self.stdout = zygote, pid, stdout
         self.returncode: int | None = None
         self._ended = threading.Event()

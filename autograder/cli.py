@@ -58,6 +58,7 @@ def _handle_termination() -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clash-of-frameworks", prog_name="clash")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Clash of Frameworks: PyTorch and TensorFlow side by side.

@@ -10,7 +10,7 @@ import logging
 import statistics
 import time
 import timeit
-from typing import Callable
+from collections.abc import Callable
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 

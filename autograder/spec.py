@@ -16,10 +16,10 @@ worker is called as "@name" (`ctx.call("@port", args, "torch", blame="port_weigh
 function it stands for, in any error. Timed parts use `ctx.speedup` or `ctx.time_reference`, which keep the
 clock in this process. Specs import from here only, never from the private modules.
 """
-from autograder._compare import Mismatch, compare, leaves, tensor
+from autograder._compare import Mismatch, bad_file, compare, leaves, tensor
 from autograder._context import Context, GraderError, NeedsReference
 from autograder._sandbox import exclusive_timing
 from autograder.datasets import digits
 
-__all__ = ["Context", "GraderError", "Mismatch", "NeedsReference", "compare", "digits", "exclusive_timing", "leaves",
-           "tensor"]
+__all__ = ["Context", "GraderError", "Mismatch", "NeedsReference", "bad_file", "compare", "digits", "exclusive_timing",
+           "leaves", "tensor"]

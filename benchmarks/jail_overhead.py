@@ -54,7 +54,8 @@ def main() -> None:
         worker.close()
     jailed, free = (statistics.median(times[k]) for k in ("jailed", "unconfined"))
     print(f"protections in force: {', '.join(protections)}")
-    print(f"worker start with {'+'.join(frameworks) or 'no framework'}, median of {args.rounds}: jailed {jailed:.3f} s, "
+    started = "+".join(frameworks) or "no framework"
+    print(f"worker start with {started}, median of {args.rounds}: jailed {jailed:.3f} s, "
           f"unconfined {free:.3f} s, overhead {jailed - free:+.3f} s ({100 * (jailed / free - 1):+.1f} %)")
     print(f"pause + resume of a jailed worker's whole tree: median {statistics.median(pauses) * 1e3:.2f} ms")
 

@@ -11,6 +11,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from autograder import load_course  # noqa: E402
+
 from headless import run_notebook  # noqa: E402  (the same headless runs as the lesson test)
 
 
@@ -18,7 +19,7 @@ def main() -> None:
     course = load_course(ROOT)
     total = 0.0
     for module in course.modules:
-        for framework, path in module.lessons.items():
+        for path in module.lessons.values():
             nb = nbformat.read(path, as_version=4)
             t0 = time.perf_counter()
             run_notebook(nb, path.parent)

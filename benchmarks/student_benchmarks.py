@@ -36,8 +36,9 @@ def main() -> None:
     module = course.module("09_capstone")
     notebook = module.solution
     if args.notebook != "solution":
-        from conftest import notebook_with
         from test_m09_capstone import ALTERNATIVES, HARD_CODED, WRONG
+
+        from conftest import notebook_with
         answers = {"alternative": ALTERNATIVES, "wrong": WRONG, "hard-coded": HARD_CODED}[args.notebook]
         notebook = notebook_with(module.solution, {"benchmark_step": answers["benchmark_step"]},
                                  Path(f"/tmp/clash-student-benchmarks/{args.notebook}.ipynb"))

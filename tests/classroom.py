@@ -204,7 +204,8 @@ except OSError:
     "custom_exc": (with_solution(torch_loss_and_grad='''
 get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)
 ''' + WRONG_TORCH), {"torch_grad", "cross_grad"}, "differ beyond"),
-    "sys_exit": (with_solution(torch_loss_and_grad="import sys\nsys.exit(0)\n" + solved_sources()["torch_loss_and_grad"]),
+    "sys_exit": (with_solution(torch_loss_and_grad="import sys\nsys.exit(0)\n"
+                               + solved_sources()["torch_loss_and_grad"]),
                  {"torch_grad", "cross_grad"}, "SystemExit|not defined"),
     "os_exit": (with_solution(tf_fit="import os\nos._exit(0)\n"), "all", "exited with status 0"),
     "infinite_loop": (with_solution(torch_fit="while True:\n    pass\n"), "all", "took longer than"),

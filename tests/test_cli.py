@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from autograder.cli import main
+
 from conftest import ROOT
 
 

@@ -12,9 +12,10 @@ grader trusted numbers the notebook's process reported now scores 0 on that part
   compute dtypes reported). Their logits on the grader's probe batch follow float32 arithmetic, not bfloat16's.
 """
 import pytest
-from conftest import notebook_with, parts
 
 from autograder import run_check
+
+from conftest import notebook_with, parts
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,8 @@ def keras_mixed_step(make_model, x, y, lr):
 # The same read, hidden from the grader's recording on real tensors (its dispatch modes switched off around it), the
 # loss only printed. The second recording is on fake tensors, which have no value to read.
 HIDDEN = loop_that("""        with _disable_current_modes():
-            print(torch._C.TensorBase.item(loss))""", "from torch.utils._python_dispatch import _disable_current_modes\n")
+            print(torch._C.TensorBase.item(loss))""",
+                  "from torch.utils._python_dispatch import _disable_current_modes\n")
 
 
 def test_forged_evidence_scores_zero(course, tmp_path, zygote):

@@ -8,10 +8,11 @@ harness's answers, the grader's own functions in that process) around wrong code
 around the honest solution (the control) still pass.
 """
 import pytest
-from conftest import notebook_with, parts
 from test_m04_tf_function import WRONG
 
 from autograder import run_check
+
+from conftest import notebook_with, parts
 
 pytestmark = pytest.mark.slow
 

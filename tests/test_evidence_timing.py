@@ -11,6 +11,7 @@ Each attack keeps `tf_loss_and_grad_graph` eager (as slow as the baseline) and p
 import pytest
 
 from autograder import run_check
+
 from conftest import notebook_with
 
 pytestmark = pytest.mark.slow

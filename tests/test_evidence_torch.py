@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from autograder import run_check
+
 from conftest import ROOT, notebook_with
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,8 @@ def test_an_eager_module_passed_off_as_scripted_scores_zero(course, tmp_path, zy
 
 
 def test_a_scripted_module_without_the_if_fails_and_says_so(course, tmp_path, zygote):
-    """Right values, but computed with torch.where: the archive's graph holds no prim::If, the `if` the part is about."""
+    """Right values, but computed with torch.where: the archive's graph holds no prim::If, the `if` the part is
+    about."""
     where = '''
 class Heads(nn.Module):
     def __init__(self, model):
@@ -294,7 +296,7 @@ def test_a_pt2_file_with_anything_but_a_program_is_refused(tmp_path):
     path = tmp_path / "ok.pt2"
     path.write_bytes(_archive(ok))
     _checked_archive(str(path))
-    for what, names in cases.items():
+    for names in cases.values():
         path = tmp_path / "crafted.pt2"
         path.write_bytes(_archive(names))
         with pytest.raises(ValueError):

@@ -24,7 +24,8 @@ def test_committed_exercise_equals_a_fresh_generation(module, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     fresh = json.loads((tmp_path / "exercises" / module.id / f"{module.id}.ipynb").read_text())
     committed = json.loads(module.exercise_notebook.read_text())
-    assert committed == fresh, f"{module.exercise_notebook} is stale: run `nbgrader generate_assignment {module.id} --force`"
+    assert committed == fresh, \
+        f"{module.exercise_notebook} is stale: run `nbgrader generate_assignment {module.id} --force`"
 
 
 def test_exercises_hold_no_solution_code(course):

@@ -11,8 +11,17 @@ import time
 
 import pytest
 
-from classroom import (ASSIGNMENT, ESCAPED_MARKER, RED_TEAM, WRONG_TORCH, gradebook_scores, make_course, submit,
-                       submit_red_team, with_solution)
+from classroom import (
+    ASSIGNMENT,
+    ESCAPED_MARKER,
+    RED_TEAM,
+    WRONG_TORCH,
+    gradebook_scores,
+    make_course,
+    submit,
+    submit_red_team,
+    with_solution,
+)
 from conftest import processes_with
 
 pytestmark = pytest.mark.slow
@@ -128,8 +137,8 @@ def test_feedback_shows_messages_and_hints_not_solutions(red_class):
     assert result.returncode == 0, result.stderr
     page = (course / "feedback" / "wrong" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     assert "torch_loss_and_grad [loss]" in page and "Hint:" in page and "loss.backward()" in page
-    assert "BEGIN SOLUTION" not in page and "w.detach().clone().requires_grad_(True)\n    loss = ((x @ w - y) ** 2).mean()" \
-        not in page
+    solution_lines = "w.detach().clone().requires_grad_(True)\n    loss = ((x @ w - y) ** 2).mean()"
+    assert "BEGIN SOLUTION" not in page and solution_lines not in page
 
 
 def test_an_interrupted_run_keeps_finished_grades_and_grades_only_the_rest(tmp_path):

@@ -15,6 +15,7 @@ from autograder import _jail
 from autograder._registry import Limits
 from autograder._sandbox import Worker, WorkerError, cpu_seconds_limit, worker_env
 from autograder._zygote import Zygote
+
 from conftest import processes_with
 
 LIMITS = Limits(startup_timeout_s=20, call_timeout_s=20, memory_mb=1024, output_kb=64)
@@ -374,6 +375,7 @@ def test_clash_doctor_lists_every_protection_with_its_status():
 
 def test_clash_report_names_a_protection_that_was_missing_while_grading(tmp_path):
     import json
+
     from conftest import ROOT
     course = tmp_path / "course"
     course.mkdir()

@@ -1,4 +1,5 @@
-"""Module 03 (debugging with pdb): plausible wrong answers fail with a message that teaches; other correct answers pass."""
+"""Module 03 (debugging with pdb): plausible wrong answers fail with a message that teaches; other correct answers
+pass."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from autograder._context import Context
 from autograder._harness import _describe
 from autograder.exercises.m03_debugging import PDB_PROGRAM, pdb_shifted
 from autograder.worker import m03_debugging as worker_code
+
 from conftest import ROOT, notebook_with
 
 pytestmark = pytest.mark.slow
@@ -133,6 +135,161 @@ def tf_first_nan_op(model_fn, x):
 ''',
 }
 
+# Another structure: an nn.Module, helpers behind tf.function called as a function, a list of commands joined, a
+# helper that runs the backward pass, and a context manager class around check_numerics.
+ALTERNATIVES_STRUCTURE = {
+    # an nn.Module with the max-shifted softmax written out, called from the function
+    "torch_attention": '''
+class ScaledDotProductAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        scores = q @ k.transpose(0, 1) / q.shape[-1] ** 0.5
+        scores = scores - scores.max(dim=1, keepdim=True).values   # exp of the largest score is 1: no overflow
+        e = scores.exp()
+        return (e / e.sum(dim=1, keepdim=True)) @ v
+
+
+def torch_attention(q, k, v):
+    return ScaledDotProductAttention()(q, k, v)
+''',
+    # helpers for the mean and the safe std, compiled by calling tf.function instead of the decorator
+    "tf_standardize": '''
+def _column_means(x):
+    return tf.reduce_mean(x, axis=0, keepdims=True)
+
+
+def _safe_std(centred):
+    std = tf.math.reduce_std(centred, axis=0)
+    return tf.where(std < 1e-6, tf.ones_like(std), std)
+
+
+def _standardize(x):
+    centred = x - _column_means(x)
+    return centred / _safe_std(centred)
+
+
+tf_standardize = tf.function(_standardize, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+''',
+    # commands kept in a list and joined; a temporary breakpoint on the line after shifted's assignment
+    "pdb_commands": '''
+def pdb_commands():
+    commands = [
+        "tbreak program.py:9",   # weights = ...: shifted exists here
+        "continue",
+        "p shifted",
+        "continue",
+    ]
+    return "\\n".join(commands) + "\\n"
+''',
+    # the backward pass in a helper that returns the error; the name taken by partition, not a regex
+    "torch_first_nan_op": '''
+def _anomaly_in_backward(model_fn, x):
+    """The RuntimeError anomaly mode raises on the backward pass of model_fn(x).sum(), or None."""
+    leaf = x.detach().clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autograd.detect_anomaly():
+            try:
+                model_fn(leaf).sum().backward()
+            except RuntimeError as error:
+                return error
+    return None
+
+
+def torch_first_nan_op(model_fn, x):
+    error = _anomaly_in_backward(model_fn, x)
+    if error is None:
+        return None
+    _, _, rest = str(error).partition("Function '")
+    return rest.partition("'")[0]
+''',
+    # a context manager class switching numerics checking on and off
+    "tf_first_nan_op": '''
+class NumericsChecked:
+    def __enter__(self):
+        tf.debugging.enable_check_numerics()
+        return self
+
+    def __exit__(self, *exc_info):
+        tf.debugging.disable_check_numerics()
+        return False
+
+
+def tf_first_nan_op(model_fn, x):
+    try:
+        with NumericsChecked():
+            model_fn(x)
+    except tf.errors.InvalidArgumentError as error:
+        return re.findall(r'op "(\\w+)"', error.message)[0]
+    return None
+''',
+}
+
+# Another style: einsum with logsumexp, tf.nn.moments with the test turned round, long command names with a step
+# over the assignment, torch.autograd.grad with type hints, a compiled regex and lower case.
+ALTERNATIVES_STYLE = {
+    # einsum, and the softmax as exp(score - logsumexp) instead of torch.softmax
+    "torch_attention": '''
+def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    scale = q.shape[-1] ** -0.5
+    scores = torch.einsum("nd,md->nm", q, k) * scale
+    weights = torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
+    return torch.einsum("nm,me->ne", weights, v)
+''',
+    # tf.nn.moments for the biased variance, its sqrt, and the threshold test written as std >= 1e-6
+    "tf_standardize": '''
+@tf.function(input_signature=[tf.TensorSpec(shape=(None, None), dtype=tf.float32, name="x")])
+def tf_standardize(x: tf.Tensor) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[0], keepdims=True)
+    std = tf.sqrt(variance)
+    divisor = tf.where(std >= 1e-6, std, tf.constant(1.0, dtype=tf.float32))
+    return (x - mean) / divisor
+''',
+    # long command names, a temporary breakpoint on shifted's own line and a next over it, then where
+    "pdb_commands": '''
+def pdb_commands() -> str:
+    return (
+        "tbreak 8\\n"      # a line of the file pdb stands in: shifted = logits - logits.max()
+        "continue\\n"
+        "next\\n"          # run that line: now shifted exists
+        "where\\n"
+        "p shifted\\n"
+        "continue\\n"
+    )
+''',
+    # torch.autograd.grad instead of .backward(), the full node name ("SqrtBackward0") returned, type hints
+    "torch_first_nan_op": '''
+def torch_first_nan_op(model_fn, x: torch.Tensor) -> str | None:
+    inputs = x.detach().clone().requires_grad_(True)
+    node_name = None
+    with warnings.catch_warnings(), torch.autograd.detect_anomaly(check_nan=True):
+        warnings.simplefilter("ignore")
+        outputs = model_fn(inputs)
+        try:
+            torch.autograd.grad(outputs.mean(), inputs)
+        except RuntimeError as error:
+            match = re.search(r"Function '(\\w+)' returned nan", str(error))
+            node_name = match.group(1) if match else None
+    return node_name
+''',
+    # a compiled regex on str(error), the name lower-cased, numerics switched off in finally
+    "tf_first_nan_op": '''
+OP_IN_MESSAGE = re.compile(r'op "(?P<op>[A-Za-z0-9_]+)"')
+
+
+def tf_first_nan_op(model_fn, x: tf.Tensor) -> str | None:
+    op_name = None
+    tf.debugging.enable_check_numerics()
+    try:
+        model_fn(x)
+    except tf.errors.InvalidArgumentError as error:
+        match = OP_IN_MESSAGE.search(str(error))
+        op_name = match["op"].lower() if match else None
+    finally:
+        tf.debugging.disable_check_numerics()
+    return op_name
+''',
+}
+
 
 def test_wrong_answers_fail_with_messages_that_teach(course, tmp_path, zygote):
     nb = notebook_with(SOLUTION, WRONG, tmp_path / "wrong.ipynb")
@@ -157,8 +314,10 @@ def test_more_wrong_answers(course, tmp_path, zygote):
     assert all(got[p][0] == "failed" for p in ("torch_fix", "tf_fix", "pdb_shifted", "torch_nan", "nan_agree"))
 
 
-def test_correct_alternatives_pass(course, tmp_path, zygote):
-    nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
+@pytest.mark.parametrize("answers", [ALTERNATIVES, ALTERNATIVES_STRUCTURE, ALTERNATIVES_STYLE],
+                         ids=["api", "structure", "style"])
+def test_correct_alternatives_pass(course, tmp_path, zygote, answers):
+    nb = notebook_with(SOLUTION, answers, tmp_path / "alt.ipynb")
     got = _messages(run_check("03_debugging", notebook=nb, course=course, zygote=zygote))
     assert all(status == "passed" for status, _ in got.values()), got
 

@@ -2,6 +2,7 @@
 import pytest
 
 from autograder import run_check
+
 from conftest import ROOT, notebook_with, parts
 
 pytestmark = pytest.mark.slow
@@ -166,8 +167,171 @@ def test_more_wrong_answers_torch_side(course, tmp_path, zygote):
     assert not got["export_cond"].passed and "cannot keep a Python `if`" in m and "torch.cond" in m, m
 
 
-def test_alternative_correct_answers_pass(course, tmp_path, zygote):
-    nb = notebook_with(SOLUTION, ALTERNATIVES, tmp_path / "alt.ipynb")
+ALTERNATIVES_STRUCTURE = {
+    # the three steps of tangled as helper functions, each kept a tensor
+    "fixed": '''
+def scaled_by_max_magnitude(x):
+    return x / x.abs().max()
+
+
+def frobenius_norm(y):
+    return torch.sqrt((y * y).sum())
+
+
+def fold_by_sign(y, norm):
+    return torch.where(y.sum() > 0, y * norm, torch.tanh(y) - norm)
+
+
+def fixed(x):
+    y = scaled_by_max_magnitude(x)
+    return fold_by_sign(y, frobenius_norm(y))
+''',
+    # a wrapper module with its own argument name, bounded named Dims (the text gives sizes 2 to 32)
+    "export_for_stream": '''
+class StreamProgram(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens):
+        return self.inner(tokens)
+
+
+def export_for_stream(model, example, path):
+    batch = torch.export.Dim("batch", min=2, max=64)
+    length = torch.export.Dim("length", min=2, max=64)
+    program = torch.export.export(StreamProgram(model), (example,),
+                                  dynamic_shapes={"tokens": {0: batch, 1: length}})
+    torch.export.save(program, path)
+''',
+    # a subclass of Gate whose forward uses torch.cond on bound methods, weights copied with load_state_dict
+    "export_gate": '''
+class CondGate(Gate):
+    def head_up(self, h):
+        return self.up(h)
+
+    def head_down(self, h):
+        return self.down(h)
+
+    def forward(self, x):
+        h = torch.tanh(self.hidden(x))
+        return torch.cond(x.sum() > 0, self.head_up, self.head_down, (h,))
+
+
+def export_gate(model, example, path):
+    gate = CondGate()
+    gate.load_state_dict(model.state_dict())
+    program = torch.export.export(gate.eval(), (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, path)
+''',
+    # a tf.Module whose __init__ builds the XLA tf.function around its method, layer norm and GELU as helpers
+    "xla_norm_gelu": '''
+class NormGelu(tf.Module):
+    def __init__(self, epsilon=1e-5):
+        super().__init__()
+        self.epsilon = epsilon
+        self.compiled = tf.function(self.__call__, jit_compile=True)
+
+    def layer_norm(self, x, gamma, beta):
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        variance = tf.math.reduce_variance(x, axis=-1, keepdims=True)
+        return (x - mean) / tf.sqrt(variance + self.epsilon) * gamma + beta
+
+    @staticmethod
+    def gelu_tanh(y):
+        return 0.5 * y * (1.0 + tf.tanh(np.sqrt(2.0 / np.pi) * (y + 0.044715 * tf.pow(y, 3))))
+
+    def __call__(self, x, gamma, beta):
+        return self.gelu_tanh(self.layer_norm(x, gamma, beta))
+
+
+xla_norm_gelu = NormGelu().compiled
+''',
+    # named branch functions and a dense helper; no tf.function
+    "tf_gate": '''
+def dense(h, weight, bias):
+    return tf.matmul(h, weight, transpose_b=True) + bias  # PyTorch layout: (out, in)
+
+
+def tf_gate(x, w1, b1, w2, b2, w3, b3):
+    h = tf.tanh(dense(x, w1, b1))
+
+    def up_head():
+        return dense(h, w2, b2)
+
+    def down_head():
+        return dense(h, w3, b3)
+
+    return tf.cond(tf.greater(tf.reduce_sum(x), 0.0), up_head, down_head)
+''',
+}
+
+ALTERNATIVES_STYLE = {
+    # branch-free arithmetic blend by a 0/1 mask, amax and pow/sqrt, type hints
+    "fixed": '''
+def fixed(x: torch.Tensor) -> torch.Tensor:
+    y = x / x.abs().amax()
+    norm = y.pow(2).sum().sqrt()
+    positive = (y.sum() > 0).to(y.dtype)  # 1.0 or 0.0: the other term is multiplied away exactly
+    return positive * (y * norm) + (1.0 - positive) * (torch.tanh(y) - norm)
+''',
+    # Dim.AUTO, keyed by the forward's argument name; torch.export.save with keyword arguments
+    "export_for_stream": '''
+def export_for_stream(model: nn.Module, example: torch.Tensor, path: str) -> None:
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(model, args=(example,), dynamic_shapes={"x": {0: auto, 1: auto}})
+    torch.export.save(ep=program, f=path)
+''',
+    # F.linear on explicit weights passed to torch.cond as operands; the Dim given min=1 for the one-row batch
+    "export_gate": '''
+import torch.nn.functional as F
+
+
+class CondGate(nn.Module):
+    def __init__(self, gate):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, x):
+        g = self.gate
+        h = torch.tanh(F.linear(x, g.hidden.weight, g.hidden.bias))
+        operands = (h, g.up.weight, g.up.bias, g.down.weight, g.down.bias)
+        return torch.cond(x.sum() > 0,
+                          lambda h, w_up, b_up, w_down, b_down: F.linear(h, w_up, b_up),
+                          lambda h, w_up, b_up, w_down, b_down: F.linear(h, w_down, b_down),
+                          operands)
+
+
+def export_gate(model, example, path):
+    rows = torch.export.Dim("rows", min=1)
+    torch.export.save(torch.export.export(CondGate(model), (example,), dynamic_shapes=({0: rows},)), path)
+''',
+    # computed in float64 inside the XLA function and cast back to float32: different, more precise numerics
+    "xla_norm_gelu": '''
+@tf.function(jit_compile=True)
+def xla_norm_gelu(x, gamma, beta):
+    x64, gamma64, beta64 = (tf.cast(t, tf.float64) for t in (x, gamma, beta))
+    centred = x64 - tf.reduce_mean(x64, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(centred * centred, axis=-1, keepdims=True)
+    y = centred / tf.sqrt(variance + 1e-5) * gamma64 + beta64
+    inner = tf.constant(np.sqrt(2.0 / np.pi), tf.float64) * (y + 0.044715 * y * y * y)
+    return tf.cast(0.5 * y * (1.0 + tf.tanh(inner)), x.dtype)
+''',
+    # einsum in PyTorch's layout, tf.cond with keyword arguments
+    "tf_gate": '''
+def tf_gate(x, w1, b1, w2, b2, w3, b3):
+    h = tf.tanh(tf.einsum("ni,oi->no", x, w1) + b1)
+    return tf.cond(pred=tf.reduce_sum(x) > 0,
+                   true_fn=lambda: tf.einsum("ni,oi->no", h, w2) + b2,
+                   false_fn=lambda: tf.einsum("ni,oi->no", h, w3) + b3)
+''',
+}
+
+
+@pytest.mark.parametrize("answers", [ALTERNATIVES, ALTERNATIVES_STRUCTURE, ALTERNATIVES_STYLE],
+                         ids=["api", "structure", "style"])
+def test_alternative_correct_answers_pass(course, tmp_path, zygote, answers):
+    nb = notebook_with(SOLUTION, answers, tmp_path / "alt.ipynb")
     result = run_check(MID, notebook=nb, course=course, zygote=zygote)
     assert result.passed, {p.id: p.message for p in result.parts}
 

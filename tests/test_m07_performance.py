@@ -2,9 +2,10 @@
 timer API, another way to collect losses, another Keras policy API, another torch.compile setting) pass."""
 
 import pytest
-from conftest import notebook_with
 
 from autograder import run_check
+
+from conftest import notebook_with
 
 pytestmark = pytest.mark.slow
 
@@ -163,8 +164,215 @@ def make_fast(fn):
 }
 
 
-def test_correct_alternative_answers_pass(course, tmp_path, zygote):
-    nb = notebook_with(course.module(M).solution, ALTERNATIVES, tmp_path / "alt.ipynb")
+ALTERNATIVES_STRUCTURE = {
+    # a Stopwatch context manager (CUDA events on a GPU, perf_counter on CPU) that each timed call runs inside
+    "time_call": '''
+class Stopwatch:
+    """Times the block it wraps, in seconds, after the device has finished the block's work."""
+
+    def __enter__(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if torch.cuda.is_available():
+            self.end.record()
+            self.end.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1000
+        else:
+            self.seconds = time.perf_counter() - self.t0
+        return False
+
+
+def time_call(fn, args, warmup, repeats):
+    for _ in range(warmup):
+        fn(*args)
+    samples = []
+    for _ in range(repeats):
+        with Stopwatch() as watch:
+            fn(*args)
+        samples.append(watch.seconds)
+    return float(statistics.median(samples))
+''',
+    # one step as a helper, the losses gathered by a list comprehension, model.zero_grad() instead of the optimizer's
+    "train_steps": '''
+def _one_step(model, optimizer, x, y):
+    model.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_steps(model, optimizer, batches):
+    return torch.stack([_one_step(model, optimizer, x, y) for x, y in batches])
+''',
+    # the dtype choice and the autocast forward pass in helpers, the loss as an nn.CrossEntropyLoss module
+    "autocast_step": '''
+def _low_precision(device_type):
+    return torch.float16 if device_type == "cuda" else torch.bfloat16
+
+
+def _forward_and_loss(model, x, y):
+    with torch.autocast(device_type=x.device.type, dtype=_low_precision(x.device.type)):
+        logits = model(x)
+        loss = torch.nn.CrossEntropyLoss()(logits, y)
+    return logits, loss
+
+
+def autocast_step(model, optimizer, scaler, x, y):
+    optimizer.zero_grad()
+    logits, loss = _forward_and_loss(model, x, y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss
+''',
+    # a context manager owns the policy (its finally resets it); the SGD step is a helper; Keras 3 scales the loss
+    "keras_mixed_step": '''
+import contextlib
+
+
+@contextlib.contextmanager
+def global_policy(name):
+    tf.keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def _sgd_step(model, optimizer, x, y, scaled):
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = loss_fn(y, tf.cast(logits, tf.float32))
+        target = optimizer.scale_loss(loss) if scaled else loss  # LossScaleOptimizer unscales what it applies
+    optimizer.apply_gradients(zip(tape.gradient(target, model.trainable_variables), model.trainable_variables))
+    return logits, loss
+
+
+def keras_mixed_step(make_model, x, y, lr):
+    gpu = len(tf.config.list_physical_devices("GPU")) > 0
+    with global_policy("mixed_float16" if gpu else "mixed_bfloat16"):
+        model = make_model()
+        optimizer = tf.keras.optimizers.SGD(lr)
+        if gpu:
+            optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+        return _sgd_step(model, optimizer, x, y, scaled=gpu)
+''',
+    # fn wrapped in an nn.Module that compiles itself (nn.Module.compile)
+    "make_fast": '''
+class CompiledFn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def make_fast(fn):
+    module = CompiledFn(fn)
+    module.compile()
+    return module
+''',
+}
+
+ALTERNATIVES_STYLE = {
+    # type hints, integer nanoseconds, synchronize() around each call, and the median taken by hand from a sorted list
+    "time_call": '''
+from typing import Callable, Sequence
+
+
+def time_call(fn: Callable, args: Sequence, warmup: int, repeats: int) -> float:
+    cuda = torch.cuda.is_available()
+    for _ in range(warmup):
+        fn(*args)
+    elapsed_ns: list[int] = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()  # nothing queued earlier may land in this call's time
+        start = time.perf_counter_ns()
+        fn(*args)
+        if cuda:
+            torch.cuda.synchronize()  # fn may only have queued its kernels
+        elapsed_ns.append(time.perf_counter_ns() - start)
+    elapsed_ns.sort()
+    middle = len(elapsed_ns) // 2
+    median_ns = elapsed_ns[middle] if len(elapsed_ns) % 2 else (elapsed_ns[middle - 1] + elapsed_ns[middle]) / 2
+    return median_ns / 1e9
+''',
+    # F imported under its usual alias, gradients zeroed in place (set_to_none=False), the losses joined by torch.cat
+    "train_steps": '''
+import torch.nn.functional as F
+
+
+def train_steps(model, optimizer, batches):
+    per_step = []
+    for inputs, labels in batches:
+        optimizer.zero_grad(set_to_none=False)
+        loss = F.cross_entropy(model(inputs), labels, reduction="mean")
+        loss.backward()
+        optimizer.step()
+        per_step.append(loss.detach().reshape(1))  # a 1-element tensor, still on the device
+    return torch.cat(per_step)
+''',
+    # torch.amp.autocast spelled out, the dtype looked up in a dict, the loss from log_softmax + nll_loss in float32
+    "autocast_step": '''
+LOW_PRECISION = {"cuda": torch.float16, "cpu": torch.bfloat16}
+
+
+def autocast_step(model, optimizer, scaler, x, y):
+    optimizer.zero_grad(set_to_none=True)
+    with torch.amp.autocast(device_type=x.device.type, dtype=LOW_PRECISION.get(x.device.type, torch.bfloat16)):
+        logits = model(x)
+        # the loss in float32: autocast would do the same for cross_entropy
+        loss = torch.nn.functional.nll_loss(torch.log_softmax(logits.float(), dim=-1), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits.detach(), loss.detach()
+''',
+    # a Policy object, the functional Keras loss, Keras 3's optimizer.apply, and try/finally around the whole step
+    "keras_mixed_step": '''
+def keras_mixed_step(make_model, x, y, lr):
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    policy = tf.keras.mixed_precision.Policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = make_model()
+        sgd = tf.keras.optimizers.SGD(learning_rate=lr)
+        opt = tf.keras.mixed_precision.LossScaleOptimizer(sgd) if on_gpu else sgd
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            per_example = tf.keras.losses.sparse_categorical_crossentropy(y, tf.cast(logits, "float32"),
+                                                                          from_logits=True)
+            loss = tf.reduce_mean(per_example)
+            scaled_loss = opt.scale_loss(loss) if on_gpu else loss
+        opt.apply(tape.gradient(scaled_loss, model.trainable_variables), model.trainable_variables)
+        return logits, loss
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+''',
+    # torch.compile used as a decorator factory, the backend and the static shapes named
+    "make_fast": '''
+def make_fast(fn):
+    compile_static = torch.compile(backend="inductor", dynamic=False)
+    return compile_static(fn)
+''',
+}
+
+
+@pytest.mark.parametrize("answers", [ALTERNATIVES, ALTERNATIVES_STRUCTURE, ALTERNATIVES_STYLE],
+                         ids=["api", "structure", "style"])
+def test_correct_alternative_answers_pass(course, tmp_path, zygote, answers):
+    nb = notebook_with(course.module(M).solution, answers, tmp_path / "alt.ipynb")
     result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, result.summary()
 
@@ -202,9 +410,10 @@ def make_fast(fn):
 
 def test_a_torchscript_trace_does_not_fuse_and_stays_under_the_cpu_threshold(course, tmp_path, zygote):
     """torch.jit.trace removes Python's dispatch but not the 45 passes over memory: on the tiled CPU workload it
-    measured 0.80-0.87x against 1.2x (torch.compile 1.58-1.87x; benchmarks/load_test.py), so it fails clearly
+    measured 0.80-0.87x against 1.15x (torch.compile 1.31-1.87x beside busy cores; benchmarks/load_test.py), so it
+    fails clearly
     instead of flaking around the threshold as it did at 1.14-1.21x on the untiled one."""
     nb = notebook_with(course.module(M).solution, {"make_fast": TRACE}, tmp_path / "trace.ipynb")
     (p,) = run_check(f"{M}.graph_speedup", notebook=nb, course=course, zygote=zygote).parts
-    assert p.status == "failed" and "as fast as eager chain; at least 1.2x expected" in p.message, p.message
+    assert p.status == "failed" and "as fast as eager chain; at least 1.15x expected" in p.message, p.message
     assert p.details["ratio"] < 1.1, p.details

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from autograder import run_check
+
 from conftest import notebook_with
 
 pytestmark = pytest.mark.slow
@@ -194,9 +195,345 @@ def benchmark_step(modes, batch_size=100, steps=20, warmup=3):
 }
 
 
-def test_other_correct_answers_pass(course, tmp_path, zygote):
+ALTERNATIVES_STRUCTURE = {
+    # nn.Sequential built from an OrderedDict of named layers
+    "build_torch_cnn": '''
+from collections import OrderedDict
+
+
+def build_torch_cnn():
+    return nn.Sequential(OrderedDict([
+        ("conv", nn.Conv2d(in_channels=1, out_channels=8, kernel_size=3, padding=1)),
+        ("relu", nn.ReLU()),
+        ("flatten", nn.Flatten(start_dim=1)),
+        ("fc", nn.Linear(in_features=512, out_features=10)),
+    ]))
+''',
+    # a subclassed keras.Model, called once on a dummy batch so that its weights exist before port_weights
+    "build_keras_cnn": '''
+class KerasCNN(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(8, 3, padding="same", activation="relu")
+        self.flatten = keras.layers.Flatten()
+        self.fc = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.fc(self.flatten(self.conv(x)))
+
+
+def build_keras_cnn():
+    model = KerasCNN()
+    model(tf.zeros((1, 8, 8, 1)))  # creates the weights (Keras 3's build() on a shape does not run call())
+    return model
+''',
+    # one converter per layer kind, applied pairwise to the PyTorch modules and the Keras layers that hold weights
+    "port_weights": '''
+def _conv_to_keras(module):
+    w, b = module.weight.detach().cpu().numpy(), module.bias.detach().cpu().numpy()
+    return [w.transpose(2, 3, 1, 0), b]  # OIHW -> HWIO
+
+
+def _dense_to_keras(module, channels=8, height=8, width=8):
+    w, b = module.weight.detach().cpu().numpy(), module.bias.detach().cpu().numpy()
+    # the inputs arrive in (C, H, W) order from PyTorch's flatten and in (H, W, C) order from Keras's
+    w = w.reshape(-1, channels, height, width).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    return [w.T, b]
+
+
+def port_weights(torch_model, keras_model):
+    converters = {nn.Conv2d: _conv_to_keras, nn.Linear: _dense_to_keras}
+    sources = [m for m in torch_model.modules() if type(m) in converters]
+    targets = [layer for layer in keras_model.layers if layer.weights]
+    for module, layer in zip(sources, targets, strict=True):
+        layer.set_weights(converters[type(module)](module))
+    return keras_model
+''',
+    # a DataLoader over a TensorDataset (shuffle=False), one epoch per helper call
+    "train_torch": '''
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def _epoch(model, optimizer, loader):
+    batch_losses = []
+    for xb, yb in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        batch_losses.append(loss.item())
+    return sum(batch_losses) / len(batch_losses)
+
+
+def train_torch(model, x, y, epochs, batch_size, lr):
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+    return [_epoch(model, optimizer, loader) for _ in range(epochs)]
+''',
+    # compile once, then model.train_on_batch on each slice, in order
+    "train_keras": '''
+def train_keras(model, x, y, epochs, batch_size, lr):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = int(x.shape[0])
+    history = []
+    for _ in range(epochs):
+        batch_losses = [float(model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size]))
+                        for i in range(0, n, batch_size)]
+        history.append(sum(batch_losses) / len(batch_losses))
+    return history
+''',
+    # a callable class holding the (wrapped) model and its optimizer
+    "make_torch_step": '''
+import warnings
+
+
+class TorchStep:
+    WRAPPERS = {"torch_eager": lambda m: m, "torchscript": torch.jit.script, "torch_compile": torch.compile}
+
+    def __init__(self, model, mode, lr):
+        if mode not in self.WRAPPERS:
+            raise ValueError(f"unknown PyTorch mode {mode!r}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            self.model = self.WRAPPERS[mode](model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+    def __call__(self, x, y):
+        self.optimizer.zero_grad()
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def make_torch_step(model, mode, lr=1e-3):
+    return TorchStep(model, mode, lr)
+''',
+    # a tf.Module that owns the optimizer; the step is its method, wrapped per mode
+    "make_keras_step": '''
+class KerasStep(tf.Module):
+    def __init__(self, model, lr):
+        super().__init__()
+        self.model = model
+        self.optimizer = keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8)
+
+    def step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        return loss
+
+
+def make_keras_step(model, mode, lr=1e-3):
+    owner = KerasStep(model, lr)
+    if mode == "tf_eager":
+        return owner.step
+    if mode in ("tf_function", "tf_xla"):
+        return tf.function(owner.step, jit_compile=(mode == "tf_xla"))
+    raise ValueError(f"unknown TensorFlow mode {mode!r}")
+''',
+    # one Runner object per mode (step, batch, device sync), timed round-robin by a helper
+    "benchmark_step": '''
+MODES = ("torch_eager", "torchscript", "torch_compile", "tf_eager", "tf_function", "tf_xla")
+
+
+class Runner:
+    def __init__(self, mode, x, y):
+        if mode.startswith("tf_"):
+            self.step = make_keras_step(build_keras_cnn(), mode)
+            self.args = (tf.constant(np.ascontiguousarray(x.transpose(0, 2, 3, 1))), tf.constant(y))
+            gpu = bool(tf.config.list_logical_devices("GPU"))
+            self.sync = tf.test.experimental.sync_devices if gpu else (lambda: None)
+        else:
+            self.step = make_torch_step(build_torch_cnn().to(DEVICE), mode)
+            self.args = (torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE))
+            self.sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
+
+    def run(self):
+        self.step(*self.args)
+        self.sync()
+
+    def timed(self):
+        t0 = time.perf_counter()
+        self.run()
+        return time.perf_counter() - t0
+
+
+def _round_robin(runners, steps):
+    samples = {mode: [] for mode in runners}
+    for _ in range(steps):
+        for mode, runner in runners.items():
+            samples[mode].append(runner.timed())
+    return samples
+
+
+def benchmark_step(modes, batch_size=100, steps=20, warmup=3):
+    x, y = digits(batch_size, seed=0)
+    runners = {mode: Runner(mode, x, y) for mode in modes}
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run()
+    return {mode: float(np.median(ts)) for mode, ts in _round_robin(runners, steps).items()}
+''',
+}
+
+ALTERNATIVES_STYLE = {
+    # Sequential with nn.Flatten's defaults and the feature count computed from the shapes
+    "build_torch_cnn": '''
+def build_torch_cnn() -> nn.Module:
+    channels, height, width = 8, 8, 8
+    layers = [nn.Conv2d(1, channels, (3, 3), stride=1, padding="same"), nn.ReLU(inplace=False), nn.Flatten(),
+              nn.Linear(channels * height * width, 10)]
+    return nn.Sequential(*layers)
+''',
+    # model.add one layer at a time, the input given by keras.layers.InputLayer, ReLU as an Activation layer
+    "build_keras_cnn": '''
+def build_keras_cnn() -> keras.Model:
+    model = keras.Sequential(name="digits_cnn")
+    model.add(keras.layers.InputLayer(shape=(8, 8, 1)))
+    model.add(keras.layers.Conv2D(filters=8, kernel_size=(3, 3), padding="same"))
+    model.add(keras.layers.Activation("relu"))
+    model.add(keras.layers.Flatten())
+    model.add(keras.layers.Dense(units=10))
+    return model
+''',
+    # the layouts converted with np.einsum index strings, the weights read from the state_dict by name
+    "port_weights": '''
+def port_weights(torch_model, keras_model):
+    state = {name: t.detach().cpu().numpy() for name, t in torch_model.state_dict().items()}
+    (conv_w, conv_b), (fc_w, fc_b) = [(state[f"{p}.weight"], state[f"{p}.bias"])
+                                       for p in dict.fromkeys(k.rsplit(".", 1)[0] for k in state)]
+    kernel = np.einsum("oihw->hwio", conv_w)
+    dense = np.einsum("ochw->hwco", fc_w.reshape(10, 8, 8, 8)).reshape(512, 10)
+    keras_model.set_weights([kernel, conv_b, dense, fc_b])
+    return keras_model
+''',
+    # summed losses kept on the device (one host read per epoch), the batch count by math.ceil
+    "train_torch": '''
+import math
+
+
+def train_torch(model, x, y, epochs, batch_size, lr):
+    optimizer = torch.optim.Adam(params=model.parameters(), lr=lr)
+    n_batches = math.ceil(len(x) / batch_size)
+    epoch_means = []
+    for epoch in range(epochs):
+        running = torch.zeros((), device=x.device)
+        for b in range(n_batches):
+            lo, hi = b * batch_size, min((b + 1) * batch_size, len(x))
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x[lo:hi]), y[lo:hi])
+            loss.backward()
+            optimizer.step()
+            running += loss.detach()
+        epoch_means.append((running / n_batches).item())
+    return epoch_means
+''',
+    # model.fit on a batched tf.data.Dataset (in order), the loss given as a function with from_logits
+    "train_keras": '''
+import functools
+
+
+def train_keras(model, x, y, epochs, batch_size, lr):
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    loss = functools.partial(keras.losses.sparse_categorical_crossentropy, from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8), loss=loss)
+    fitted = model.fit(batches, epochs=epochs, verbose=0)
+    return [float(v) for v in fitted.history["loss"]]
+''',
+    # a dict from mode to wrapper, and the loss via log_softmax and nll_loss
+    "make_torch_step": '''
+def make_torch_step(model, mode, lr=1e-3):
+    import warnings
+    wrappers = {
+        "torch_eager": lambda m: m,
+        "torchscript": torch.jit.script,
+        "torch_compile": torch.compile,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapped = wrappers[mode](model)
+    adam = torch.optim.Adam(wrapped.parameters(), lr)
+
+    def step(x, y):
+        adam.zero_grad(set_to_none=True)
+        loss = F.nll_loss(F.log_softmax(wrapped(x), dim=1), y)
+        loss.backward()
+        adam.step()
+        return loss.detach()
+    return step
+''',
+    # the loss from tf.nn, and functools.partial(tf.function, jit_compile=True) in a table of wrappers
+    "make_keras_step": '''
+import functools
+
+
+def make_keras_step(model, mode, lr=1e-3):
+    adam = keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x, training=True))
+            loss = tf.reduce_mean(per_example)
+        variables = model.trainable_variables
+        adam.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    wrappers = {"tf_eager": lambda f: f, "tf_function": tf.function,
+                "tf_xla": functools.partial(tf.function, jit_compile=True)}
+    return wrappers[mode](step)
+''',
+    # integer nanosecond clock, sync functions chosen up front, the median of a sorted list by index
+    "benchmark_step": '''
+MODES = ("torch_eager", "torchscript", "torch_compile", "tf_eager", "tf_function", "tf_xla")
+
+
+def _median(values):
+    ordered = sorted(values)
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else 0.5 * (ordered[half - 1] + ordered[half])
+
+
+def benchmark_step(modes, batch_size=100, steps=20, warmup=3):
+    x_nchw, labels = digits(batch_size, seed=0)
+    x_nhwc, _ = digits(batch_size, seed=0, channels_last=True)
+    no_sync = lambda: None  # noqa: E731
+    torch_sync = torch.cuda.synchronize if torch.cuda.is_available() else no_sync
+    tf_sync = tf.test.experimental.sync_devices if tf.config.list_logical_devices("GPU") else no_sync
+    prepared = []
+    for mode in modes:
+        if mode in ("tf_eager", "tf_function", "tf_xla"):
+            prepared.append((mode, make_keras_step(build_keras_cnn(), mode),
+                             (tf.convert_to_tensor(x_nhwc), tf.convert_to_tensor(labels)), tf_sync))
+        else:
+            prepared.append((mode, make_torch_step(build_torch_cnn().to(DEVICE), mode),
+                             (torch.as_tensor(x_nchw, device=DEVICE), torch.as_tensor(labels, device=DEVICE)),
+                             torch_sync))
+    for _, step, args, sync in prepared:
+        for _ in range(warmup):
+            step(*args)
+        sync()
+    elapsed_ns = {mode: [] for mode, *_ in prepared}
+    for _ in range(steps):
+        for mode, step, args, sync in prepared:  # one step of each mode per round
+            start = time.perf_counter_ns()
+            step(*args)
+            sync()
+            elapsed_ns[mode].append(time.perf_counter_ns() - start)
+    return {mode: _median(ns) * 1e-9 for mode, ns in elapsed_ns.items()}
+''',
+}
+
+
+@pytest.mark.parametrize("answers", [ALTERNATIVES, ALTERNATIVES_STRUCTURE, ALTERNATIVES_STYLE],
+                         ids=["api", "structure", "style"])
+def test_other_correct_answers_pass(course, tmp_path, zygote, answers):
     module = course.module(M)
-    nb = notebook_with(module.solution, ALTERNATIVES, tmp_path / "alternatives.ipynb")
+    nb = notebook_with(module.solution, answers, tmp_path / "alternatives.ipynb")
     result = run_check(M, notebook=nb, course=course, zygote=zygote)
     assert result.passed, [(p.id, p.message) for p in result.parts if not p.passed]
 

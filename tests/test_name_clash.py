@@ -9,6 +9,7 @@ import re
 import pytest
 
 from autograder import load_course, run_check
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -12,6 +12,7 @@ from nbgrader.utils import determine_grade
 from autograder import _classgrade, grading
 from autograder._checker import CheckError
 from autograder._sandbox import WorkerError
+
 from classroom import ASSIGNMENT, gradebook_scores, make_course, submit
 from conftest import ROOT
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from autograder._panel import WIDGET_MIME, CheckPanel, CourseMap, bundle
 from autograder._result import CheckResult, PartResult
+
 from conftest import ROOT
 from headless import run_notebook as execute
 

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from autograder import run_check
+
 from conftest import notebook_with
 
 pytestmark = pytest.mark.slow

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from autograder import RegistryError, load_course
+
 from conftest import ROOT
 
 COURSE_DIRS = ("lessons", "solutions", "exercises")

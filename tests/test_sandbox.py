@@ -61,7 +61,8 @@ def test_sys_exit_in_a_cell_is_that_cells_error_and_the_rest_still_runs(launcher
 
 def test_the_student_cannot_pickle_objects_into_the_parent(launcher):
     message, _ = outcome("import os, sys\ndef f():\n    os.write(int(sys.argv[2]), "
-                         "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')", launcher, "f")
+                         "b'{\"ok\": true, \"output\": {\"__nd__\": \"|O\", \"shape\": [1], \"b64\": \"\"}}\\n')",
+                         launcher, "f")
     assert "sent an unreadable reply" in message
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from autograder import load_course
 from autograder._stated import generated_cell, limits_text
+
 from conftest import ROOT
 
 COURSE = load_course(ROOT)

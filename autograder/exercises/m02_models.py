@@ -198,7 +198,7 @@ def torch_bn(ctx):
         truth = _bn(x.astype(np.float64), *(a.astype(np.float64) for a in (gamma, beta, mean, var)), bool(training),
                     1 - KERAS_MOMENTUM, KERAS_EPS, unbiased=True)
 
-        def explain(i, err, got_array):
+        def explain(i, err, got_array, mean=mean, truth=truth):   # used within this iteration; bound all the same
             if i == 1:
                 _momentum_hint(err, got_array, mean, truth[1], 1 - KERAS_MOMENTUM, "your BatchNorm2d")
             if i == 0:
@@ -219,7 +219,7 @@ def keras_twin(ctx):
         got = _call(ctx, "@keras_twin", [x_nhwc, training, *_to_keras(p)], "tensorflow", "make_keras_cnn")
         truth = _forward(x, p, bool(training), unbiased=False)  # PyTorch's momentum and eps, Keras's variance rule
 
-        def explain(i, err, got_array):
+        def explain(i, err, got_array, p=p, truth=truth):
             if i == 1:
                 _momentum_hint(err, got_array, p[4], truth[1], TORCH_MOMENTUM, "your Keras BatchNormalization")
             if i == 0:

@@ -13,7 +13,6 @@ a fresh confined worker that never runs the student's code (autograder.worker.m0
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from autograder.exercises._gated import D_IN, fail_on_branches, judge_agreement
@@ -21,7 +20,7 @@ from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import truth as _truth
 from autograder.exercises._gated import weights as _weights
 from autograder.exercises._gated import zero_sum as _zero_sum_batch
-from autograder.spec import Mismatch
+from autograder.spec import Mismatch, bad_file
 
 
 # -- ground truth, here in the parent ------------------------------------------------------------------
@@ -52,7 +51,7 @@ def _file_bytes(ctx, output: dict, fn: str, advice: dict) -> np.ndarray:
     if output.get("type") == "str":
         status = output["value"]
         word = status.split(" ", 1)[0]
-        ctx.fail(advice[word](status) if word in advice else f"{fn} {status}")
+        ctx.fail(bad_file(fn, status) or (advice[word](status) if word in advice else f"{fn} {status}"))
     if output.get("type") != "numpy.ndarray" or output.get("dtype") != "uint8":
         ctx.fail(f"{fn}: no file came back from your worker (a {output.get('type')})")
     return output["array"].astype(np.uint8)
@@ -143,7 +142,8 @@ def torchscript_file(ctx):
     fail_on_branches(ctx, bad, lambda branch: (
         f"the reloaded module is wrong when {branch} and right otherwise: it was traced, not scripted, so the branch "
         f"was frozen into the file"), ". Did you save the model you were given (its weights), not another one?")
-    return "torch.jit.load reads the file back in a fresh process, and it matches eager on 4 batches, both branches taken"
+    return ("torch.jit.load reads the file back in a fresh process, and it matches eager on 4 batches, both branches "
+            "taken")
 
 
 def _save_savedmodel_checked(ctx, weights, worker) -> None:
@@ -198,7 +198,8 @@ def exports_agree(ctx):
         _save_savedmodel_checked(ctx, weights, tf_worker)
         _agree_on_batches(ctx, weights, lambda x: _run_torchscript(ctx, torch_worker, x),
                           lambda x: _run_savedmodel(ctx, tf_worker, x))
-    return "the TorchScript file and the SavedModel agree on 4 batches, one row, a large batch and x.sum() == 0 included"
+    return ("the TorchScript file and the SavedModel agree on 4 batches, one row, a large batch and x.sum() == 0 "
+            "included")
 
 
 def _agree_on_batches(ctx, weights, run_torch, run_tf) -> None:

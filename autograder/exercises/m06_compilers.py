@@ -33,7 +33,7 @@ from autograder.exercises._gated import signed as _signed
 from autograder.exercises._gated import truth as _gate_truth
 from autograder.exercises._gated import weights as _weights
 from autograder.exercises._gated import zero_sum as _zero_sum
-from autograder.spec import GraderError, Mismatch
+from autograder.spec import GraderError, Mismatch, bad_file
 
 STREAM_D, STREAM_K = 8, 4
 
@@ -58,7 +58,8 @@ _BREAK_ADVICE = [
     ("item()", "`.item()` turns a tensor into a Python number: keep it a tensor"),
     ("generic_jump", "a Python `if` on a tensor: use torch.where (or torch.cond)"),
     ("data-dependent branching", "a Python `if` on a tensor: use torch.where (or torch.cond)"),
-    ("data dependent", "a NumPy call on `.numpy()` returns a Python number: use the torch op (torch.linalg.vector_norm)"),
+    ("data dependent",
+     "a NumPy call on `.numpy()` returns a Python number: use the torch op (torch.linalg.vector_norm)"),
     ("print", "`print` cannot go into a graph: remove it"),
 ]
 # Operators by which an exported program leaves the tensors for a Python number: a graph break under torch.compile.
@@ -92,7 +93,7 @@ def _program_bytes(ctx, output: dict, fn: str, nofile: str) -> np.ndarray:
         text = output["value"]
         if text.startswith("nofile"):
             ctx.fail(nofile.format(path=text.split()[1]))
-        ctx.fail(f"{fn}: {text}")
+        ctx.fail(bad_file(fn, text) or f"{fn}: {text}")
     if output.get("type") != "numpy.ndarray" or output.get("dtype") != "uint8":
         ctx.fail(f"{fn}: no program came back from your worker (a {output.get('type')})")
     return output["array"].astype(np.uint8)

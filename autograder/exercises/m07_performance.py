@@ -189,7 +189,8 @@ def timer(ctx):
 
 
 def _diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda, clock) -> str:
-    ms = lambda s: f"{s * 1e3:.1f} ms"
+    def ms(s):
+        return f"{s * 1e3:.1f} ms"
     head = f"time_call reported {ms(reported)} per call, but the steady state takes {ms(truth)} ({clock})"
     if reported < BAND[0] * truth:
         if cuda:
@@ -404,7 +405,8 @@ def _low_precision(ctx, logits: dict, framework: str, fn: str, problem, advice: 
     W1, b1, W2, b2, x, _ = problem
     got = np.asarray(tensor(logits, framework, ctx.device, f"the logits from {fn}"), np.float64)
     exact = _logits(W1, b1, W2, b2, x)
-    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+    def rms(a):
+        return float(np.sqrt(np.mean(np.square(a))))
     fits = {}
     for fmt in ("bfloat16", "float16"):
         for fused in (True, False):
@@ -468,16 +470,16 @@ def keras_mixed(ctx):
 
 
 # -- graph mode speed-up --------------------------------------------------------------------------------------------
-# Thresholds (course.toml): threshold_cpu = 1.2, the floor: the solution (torch.compile, inductor) reached 1.6-4.8x
-# (median 2.1x over 7 runs) on 2 shared cores under load average 5-9; half the median is ~1.05, so the floor rules.
-# threshold_cuda = 1.5: eagerly the chain is 45 kernel launches on 1024 elements, launch-bound; inductor fuses them
-# into one Triton kernel, so the compiled side pays one launch plus its guards. On an NVIDIA H200 (torch 2.11) the
-# solution reached 2.99-4.49x over 10 runs (medians 3.06x and 3.74x in two sessions of 5; eager ~450 us, compiled
-# 124-160 us per timed call); half the lower median is ~1.5.
-# On CPU the chain runs on 1024 elements tiled 256 times (x.repeat inside the timed call, so the pipe still carries
-# 4 KB): eager's 45 passes over 1 MB dominate, so fusing them is what gains. On 1024 elements alone a CPU measures
-# Python's dispatch, where torch.jit.trace (which does not fuse on CPU) sat at 1.14-1.21x against the old 1.2x floor
-# and flaked. CUDA keeps 1024 elements, untiled: the launch-bound case measured above.
+# Thresholds (course.toml). CPU: the chain runs on 1024 elements tiled 256 times (x.repeat inside the timed call, so
+# the pipe still carries 4 KB): eager's 45 passes over 1 MB dominate, and fusing them is what gains. On 1024 elements
+# alone a CPU measures Python's dispatch instead, where torch.jit.trace (which does not fuse on CPU) sat at
+# 1.14-1.21x against the old 1.2x threshold and flaked. Tiled, beside busy cores (benchmarks/load_test.py),
+# torch.compile measured 1.31-1.87x, a trace 0.80-0.87x and eager is ~1.0x: threshold_cpu = 1.15 splits them.
+# (Tiled 1024 times, eager's 4 MB allocations dominate instead and a trace reached 1.5-2.0x: measured, so not that.)
+# CUDA keeps 1024 elements, untiled: 45 kernel launches, launch-bound; inductor fuses them into one Triton kernel,
+# so the compiled side pays one launch plus its guards. On an NVIDIA H200 (torch 2.11) the solution reached
+# 2.99-4.49x over 10 runs (medians 3.06x and 3.74x in two sessions of 5; eager ~450 us, compiled 124-160 us per
+# timed call); half the lower median is ~1.5, threshold_cuda.
 CHAIN_N = 1024
 CHAIN_TILE = {"cpu": 256, "cuda": 1}
 

@@ -27,18 +27,19 @@ Tolerances, measured on 4 seeds (1000 fresh test images each) with the solution 
 - size: torch state_dict 79,069 -> 23,565 bytes per-tensor (3.36x, set by the shapes, not the values), 28,607
   per-channel (2.76x): the verifier reads every Linear's weight dtype (a float layer fails, named: quantizing only
   the first Linear gives 30,677 bytes, too close to per-channel for a size rule), and the file may weigh at most
-  TORCH_SIZE_SLACK x the per-channel model's, measured in the reference worker; TFLite dynamic range 24,824 bytes (3.10x of 76,840),
-  full integer 28,496 bytes (2.70x: int32 biases, per-channel scales, QUANTIZE/DEQUANTIZE) -> require >= 2.5x.
+  TORCH_SIZE_SLACK x the per-channel model's, measured in the reference worker; TFLite dynamic range 24,824 bytes
+  (3.10x of 76,840), full integer 28,496 bytes (2.70x: int32 biases, per-channel scales, QUANTIZE/DEQUANTIZE)
+  -> require >= 2.5x.
 - accuracy: float 95.4-96.5 %. Accuracy lost to quantization, over 3000 seeds (torch) and 150 (TFLite, each kind):
   torch mean 0.22 points, 99th percentile 1.2, worst 2.5 (a limit of 2 failed one CI run); TFLite
   dynamic range worst 0.9, full integer 1.1 -> require >= float - 4 points.
 - a quantized copy of the model given, not of another: top-1 agreement with float cannot tell them apart (honest
-  torch copies down to 95.9 %, median 98.8 %, but a float model fitted on other digits agrees 91.1-95.9 %, 300 seeds), their logits
-  can: mean |logit - float logit| is at most 0.154 for torch (1000 seeds) and 0.079 for TFLite (150 seeds each
-  kind), at least 0.475 for another model -> require <= 0.30.
-- quant_agree: torch vs TFLite quantized logits over 150 seeds (both TFLite kinds alike): top-1 agreement 96.0 % at worst
-  (median 98.7 %, first percentile 97.2); mean |diff| up to 0.171; 99th percentile up to 0.606 (4 seeds had shown 0.26-0.38);
-  max 0.40-2.1 (full-integer clips the few activations outside the range its
+  torch copies down to 95.9 %, median 98.8 %, but a float model fitted on other digits agrees 91.1-95.9 %, 300 seeds),
+  their logits can: mean |logit - float logit| is at most 0.154 for torch (1000 seeds) and 0.079 for TFLite (150
+  seeds each kind), at least 0.475 for another model -> require <= 0.30.
+- quant_agree: torch vs TFLite quantized logits over 150 seeds (both TFLite kinds alike): top-1 agreement 96.0 % at
+  worst (median 98.7 %, first percentile 97.2); mean |diff| up to 0.171; 99th percentile up to 0.606 (4 seeds had
+  shown 0.26-0.38); max 0.40-2.1 (full-integer clips the few activations outside the range its
   representative data calibrated). Justification: both round weights to int8 with a per-tensor (torch, step
   max|W|/127.5) or per-channel (TFLite, max|W_row|/127) step. The read-out layer's max|W2| is 4.6-5.1 (a ridge
   read-out has large weights), a step of ~0.036-0.040; uniform rounding (RMS step/sqrt(12)) over ~122-132 active
@@ -54,10 +55,9 @@ moves inputs to the CPU and the torch parts judge CPU execution on any machine; 
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from autograder.spec import digits
+from autograder.spec import bad_file, digits
 
 D_IN, HIDDEN, N_CLASSES = 64, 256, 10
 FLOAT_TFLITE_WEIGHT_BYTES = 4 * (D_IN * HIDDEN + HIDDEN + HIDDEN * N_CLASSES + N_CLASSES)  # 76,840
@@ -188,6 +188,8 @@ def _tflite_blob(ctx, fn: str, weights, rep) -> np.ndarray:
     writes it): bytes only, judged elsewhere."""
     out = _status(ctx, ctx.call(f"@{fn}", [*weights, rep], "numpy", blame=fn), fn)
     if isinstance(out, str):
+        if bad_file(fn, out):
+            ctx.fail(bad_file(fn, out))
         if out.startswith("nofile"):
             ctx.fail(f"{fn} wrote nothing at {out.split()[1]}: write the flatbuffer's bytes to the path you are "
                      f"given, open(path, 'wb').write(flatbuffer)")
@@ -265,7 +267,8 @@ def torch_file(ctx):
     with ctx.fresh_worker(["torch"]) as verifier:
         out = ctx.call("@torch_save", weights, "torch", blame="save_quantized")
         if out.get("type") == "str":
-            ctx.fail(f"save_quantized(qmodel, path) wrote nothing at {out['value'].split()[1]}: save to the path you "
+            ctx.fail(bad_file("save_quantized", out["value"]) or
+                     f"save_quantized(qmodel, path) wrote nothing at {out['value'].split()[1]}: save to the path you "
                      f"are given")
         blob = np.asarray(out["array"], np.uint8)
         ref = ctx.fresh_call(verifier, "@torch_reload", [blob, *weights, x], "numpy",

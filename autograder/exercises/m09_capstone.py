@@ -159,7 +159,8 @@ def converges(ctx):
             ctx.fail(f"train_{'torch' if name == 'PyTorch' else 'keras'} returned {losses.size} losses for "
                      f"{EPOCHS} epochs: return one mean loss per epoch")
         if logits.shape != (len(y_test), 10):
-            ctx.fail(f"the {name} model gives logits of shape {logits.shape} after training, expected {(len(y_test), 10)}")
+            ctx.fail(f"the {name} model gives logits of shape {logits.shape} after training, "
+                     f"expected {(len(y_test), 10)}")
         acc = float(np.mean(logits.argmax(1) == y_test))
         truth = np.asarray(ref_logits["array"], np.float64)
         ref_acc = float(np.mean(truth.argmax(1) == y_test))
@@ -238,7 +239,7 @@ def benchmark(ctx):
     a, b = PAIRS[int(ctx.rng.integers(len(PAIRS)))]
     modes = [a, b] if ctx.rng.integers(2) else [b, a]
     batch = int(ctx.rng.choice([32, 64, 128, 256]))
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, ATTEMPTS + 1):  # noqa: B007 (read after the loop: the attempts it took)
         mine = dict(zip(modes, _student_times(ctx, modes, batch, STEPS, WARMUP)))
         grader = _grader_times(ctx, {m: (m, batch) for m in modes})
         ratio, want = mine[a] / mine[b], grader[a] / grader[b]
@@ -266,7 +267,7 @@ def benchmark_scales(ctx):
     # that ignores the batch size cannot pass; PyTorch eager grows only ~3x here, too close to it.
     mode = str(ctx.rng.choice(["tf_function", "tf_xla"]))
     small, large = SCALES_BATCHES
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, ATTEMPTS + 1):  # noqa: B007 (read after the loop: the attempts it took)
         mine_small = _student_times(ctx, [mode], small, STEPS, WARMUP)[0]
         mine_large = _student_times(ctx, [mode], large, STEPS, WARMUP)[0]
         grader = _grader_times(ctx, {"small": (mode, small), "large": (mode, large)})

@@ -13,7 +13,7 @@ import os
 import tarfile
 import warnings
 
-from autograder.worker import _gated
+from autograder.worker import _files, _gated
 
 _loaded: dict = {}   # what a verifier has loaded: "torchscript", "savedmodel"
 
@@ -52,6 +52,8 @@ def save_torchscript(student, *weights):
         student.save_torchscript(_gated.model(weights), path)
         if not os.path.isfile(path):
             return f"nofile {path}"
+        if _files.status(path, "zip"):
+            return _files.status(path, "zip")
         try:
             torch.jit.load(path)
         except Exception as e:  # not an archive: what torch says words the failure

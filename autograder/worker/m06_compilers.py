@@ -16,7 +16,7 @@ import re
 import warnings
 import zipfile
 
-from autograder.worker import _gated
+from autograder.worker import _files, _gated
 
 _programs: dict = {}   # the exported program this worker holds: the student's gate (cond_agree), or a verifier's
 
@@ -99,6 +99,8 @@ def export_stream(student, w, example):
     student.export_for_stream(model, example.detach().cpu().clone(), path)
     if not os.path.isfile(path):
         return f"nofile {path}"
+    if _files.status(path, "zip"):
+        return _files.status(path, "zip")
     return _gated.read_bytes(path)
 
 
@@ -114,6 +116,8 @@ def export_gate(student, *args):
     student.export_gate(_gated.model(weights), example.detach().cpu().clone(), path)
     if not os.path.isfile(path):
         return f"nofile {path}"
+    if _files.status(path, "zip"):
+        return _files.status(path, "zip")
     try:
         _programs["gate"] = torch.export.load(path).module()
     except Exception as e:  # what the student saved is not a program: say what torch says

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from autograder.worker import _files
+
 D_IN, HIDDEN, N_CLASSES = 64, 256, 10
 _FILES = {"torch_saves": 0, "torch_loads": 0, "tflite_exports": 0, "tflite_runs": 0}  # this worker's file names
 
@@ -122,6 +124,8 @@ def torch_save(student, w1, b1, w2, b2):
         student.save_quantized(q, path)
     if not os.path.isfile(path):
         return f"nofile {path}"
+    if _files.status(path, "torch.save"):
+        return _files.status(path, "torch.save")
     return _bytes_of(path)
 
 
@@ -234,7 +238,7 @@ def export_tflite(student, w1, b1, w2, b2, rep):
         student.export_tflite(model, np.asarray(rep), path)
     if not os.path.isfile(path):
         return f"nofile {path}"
-    return _bytes_of(path)
+    return _files.status(path, "tflite") or _bytes_of(path)
 
 
 def run_tflite(student, blob, x, from_file, allowed_ops):

@@ -126,11 +126,15 @@ class Context:
         return mine["output"], self._reference_reply(ref)["output"]
 
     def call_reference(self, fn: str, args: list, framework: str, bind: list | None = None) -> dict:
-        """Call `fn` in the clean reference worker only (e.g. the grader's own model, for ground truth)."""
-        if not self.has_reference:
+        """Call `fn` in the clean reference worker only (e.g. the grader's own model, for ground truth). Without the
+        solutions (a student's copy of the course) the worker runs no notebook: a grader function ("@fn") that
+        needs only the grader's own code still answers; one that reads the solution's names needs the reference."""
+        if not self.has_reference and not fn.startswith("@"):
             raise NeedsReference
         message, name = self._message(fn, args, framework, None, bind)
         reply = self.reference.request(message, f"in {name}")
+        if not self.has_reference and not reply.get("ok") and str(reply.get("error", "")).endswith("is not defined"):
+            raise NeedsReference
         return self._reference_reply(reply)["output"]
 
     def fresh_worker(self, frameworks: list[str], device: str | None = None) -> Worker:

@@ -142,7 +142,8 @@ def find_root(start: Path | None = None) -> Path:
     pkg_parent = Path(__file__).resolve().parent.parent
     if (pkg_parent / REGISTRY_FILE).is_file():
         return pkg_parent
-    raise RegistryError(f"no {REGISTRY_FILE} in {here} or above; run clash inside the course folder or set CLASH_ROOT")
+    raise RegistryError(f"no {REGISTRY_FILE} in {here} or above: run clash inside your copy of the course (`clash "
+                        f"init` makes one) or set CLASH_ROOT")
 
 
 def _require(table: dict, key: str, where: str, kind: type | tuple = str):

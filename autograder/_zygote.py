@@ -190,6 +190,10 @@ class Zygote:
                 child._exited(self._early_exits.pop(pid))
         return child
 
+    @property
+    def alive(self) -> bool:
+        return not self._dead and self.proc.poll() is None
+
     def close(self) -> None:
         try:
             self._sock.close()

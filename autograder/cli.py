@@ -92,6 +92,19 @@ def main(ctx: click.Context) -> None:
     console.print(f"  3. check  clash check {nxt.id}      (clash hint {nxt.id} when stuck)")
 
 
+@main.command()
+@click.argument("directory", required=False, default="clash-of-frameworks", type=click.Path(path_type=Path))
+def init(directory: Path) -> None:
+    """Make a working copy of the course in DIRECTORY (default: ./clash-of-frameworks): lessons and exercises."""
+    from autograder._init import init_course
+    try:
+        written = init_course(directory)
+    except (FileExistsError, RegistryError) as e:
+        _die(str(e))
+    click.echo(f"Wrote {len(written)} files to {directory}: the course map (course.ipynb), the lessons and the "
+               f"exercises.\nNext: cd {directory} && clash")
+
+
 @main.command("list")
 def list_() -> None:
     """List the exercises with their status and points."""
@@ -204,15 +217,33 @@ def watch(exercise, notebook, device, framework) -> None:
     if not path.is_file():
         _die(f"{path}: no such notebook")
 
+    # One zygote for as long as the watch runs: the frameworks are imported once, and every re-check forks its
+    # workers from it (each still jailed, with fresh state), so a re-check costs the checking, not the imports.
+    from autograder._sandbox import worker_env
+    from autograder._zygote import Zygote
+    frameworks = ["torch", "tensorflow"] if framework == "both" else [framework]
+    warm: list[Zygote] = []
+
+    def zygote() -> Zygote:
+        if warm and warm[0].alive:
+            return warm[0]
+        if warm:
+            warm.pop().close()
+        warm.append(Zygote(frameworks, worker_env(device)))
+        return warm[0]
+
     def once() -> None:
+        t0 = time.perf_counter()
         try:
-            result = run_check(module.id, notebook=path, device=device, framework=framework, course=course)
+            result = run_check(module.id, notebook=path, device=device, framework=framework, course=course,
+                               zygote=zygote())
         except (NotebookError, CheckError) as e:  # a half-saved notebook: say so and keep watching
             click.echo(f"clash: {e}")
             return
         if notebook is None:
             record(course.root, result)
         click.echo(result.summary())
+        click.echo(f"(checked in {time.perf_counter() - t0:.1f} s; waiting for the next save)")
 
     click.echo(f"Watching {_rel(path, course)} (Ctrl-C stops)")
     # The watcher runs from before the first check, in a thread: a save made while a check runs is queued, not
@@ -232,6 +263,9 @@ def watch(exercise, notebook, device, framework) -> None:
             once()
     except KeyboardInterrupt:
         pass
+    finally:
+        for z in warm:
+            z.close()
 
 
 def lab_command(root: Path, port: int | None = None, extra: tuple[str, ...] = (), euid: int | None = None) -> list[str]:

@@ -77,7 +77,7 @@ def test_watch_checks_again_when_the_notebook_is_saved(course, tmp_path):
     import threading
     import time
 
-    from conftest import notebook_with
+    from conftest import notebook_with, processes_with
 
     module = course.module("01_tensors")
     nb = notebook_with(module.exercise_notebook, {}, tmp_path / "mine.ipynb")
@@ -99,17 +99,44 @@ def test_watch_checks_again_when_the_notebook_is_saved(course, tmp_path):
                 return
         raise AssertionError(f"never saw {text!r} in {''.join(seen)}")
 
+    def zygotes() -> set[int]:
+        """The watch's own zygote processes: children of it that serve forks."""
+        found = set()
+        for pid in processes_with("from autograder._zygote import _serve"):
+            try:
+                stat = open(f"/proc/{pid}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == proc.pid:
+                found.add(pid)
+        return found
+
     try:
         wait_for("✗ torch_grad")
+        wait_for("(checked in")
+        warm = zygotes()
+        assert len(warm) == 1, warm
         solved = {c["metadata"]["nbgrader"]["grade_id"]: c["source"]
                   for c in json.loads(module.solution.read_text())["cells"]
                   if c["metadata"].get("nbgrader", {}).get("grade_id") == "torch_loss_and_grad"}
         notebook_with(nb, solved, nb)  # the student saves a fix
         wait_for("Saved: checking again")
         wait_for("✓ torch_grad")
+        # The re-check forked its workers from the same zygote: the frameworks were not imported again.
+        assert zygotes() == warm
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    def running(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in warm) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in warm), "the zygote outlived the watch"
 
 
 def test_clash_lab_installs_settings_that_keep_the_panels_of_a_saved_notebook(tmp_path):

@@ -45,3 +45,15 @@ def test_the_code_is_clean_under_the_projects_ruff_configuration():
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
     run = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:]
+
+
+def test_ci_runs_the_readmes_install_and_test_commands():
+    """CI does the README's install (without the two commands that show the map) and then exactly its test command:
+    the two commands a new user copies are the ones CI proves."""
+    import re
+    start = (ROOT / "README.md").read_text().split("## Start", 1)[1]
+    install, tests = re.findall(r"```bash\n(.*?)\n```", start, re.S)[:2]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert install.removesuffix(" && clash && clash check") in ci, (install, ci)
+    assert "-c constraints.txt" in install and (ROOT / "constraints.txt").is_file()
+    assert ci[-1] == tests, (tests, ci[-1])

@@ -35,19 +35,21 @@ def _truth_fit(w0, x, y, lr, steps) -> np.ndarray:
     return w
 
 
-def _matches_reference(ctx, fn: str, framework: str) -> str:
+def _matches_truth(ctx, fn: str, framework: str) -> str:
+    # Against float64 NumPy, not the reference notebook: a student's copy of the course (`clash init`) has none.
     for _ in range(3):
-        got, want = ctx.call_both(fn, _problem(ctx.rng), framework)
-        ctx.same(got, want, framework, NAMES, fn)
-    return "loss and gradient match the reference on 3 random problems"
+        args = _problem(ctx.rng)
+        got = ctx.call(fn, args, framework)
+        ctx.same(got, ctx.truth(*_truth_loss_and_grad(*args)), framework, NAMES, fn, want_framework="any")
+    return "loss and gradient equal float64 NumPy on 3 random problems"
 
 
 def torch_grad(ctx):
-    return _matches_reference(ctx, "torch_loss_and_grad", "torch")
+    return _matches_truth(ctx, "torch_loss_and_grad", "torch")
 
 
 def tf_grad(ctx):
-    return _matches_reference(ctx, "tf_loss_and_grad", "tensorflow")
+    return _matches_truth(ctx, "tf_loss_and_grad", "tensorflow")
 
 
 def cross_grad(ctx):

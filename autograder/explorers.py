@@ -15,6 +15,19 @@ from collections.abc import Callable
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
+class NotShown(AssertionError):
+    """A lesson cell's demonstration did not show what its text says it shows."""
+
+
+def shows(claim: str, holds: bool) -> None:
+    """A lesson's demonstrated claim, checked where it is made: prints "✓ claim" when the numbers bear it out, and
+    raises when they do not, so a headless run of the lesson (tests/test_lessons.py) fails instead of a cell
+    silently showing nothing."""
+    if not holds:
+        raise NotShown(f"this cell should show that {claim}, and on this run it does not")
+    print(f"✓ {claim}")
+
+
 def time_per_call_us(fn: Callable, *args, budget_s: float = 0.08, repeat: int = 5) -> float:
     """Median time of one call of fn(*args) in microseconds, after a warm-up call (tracing, scripting), with the
     number of calls per run calibrated so that the whole measurement takes about `budget_s`."""

@@ -59,7 +59,7 @@ def autocast_step(model, optimizer, scaler, x, y):
     return logits.detach().to(low), loss.detach()       # a low-precision label on float32 values
 ''',
     "keras_mixed_step": '''
-def keras_mixed_step(make_model, x, y, lr):
+def keras_mixed_step(make_model, x, y, lr, policy):
     model = make_model()                                # built under float32: the layers compute in float32
     optimizer = tf.keras.optimizers.SGD(lr)
     with tf.GradientTape() as tape:

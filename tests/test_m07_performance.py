@@ -47,8 +47,8 @@ def autocast_step(model, optimizer, scaler, x, y):
 ''',
     # the mixed policy, never reset
     "keras_mixed_step": '''
-def keras_mixed_step(make_model, x, y, lr):
-    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+def keras_mixed_step(make_model, x, y, lr, policy):
+    tf.keras.mixed_precision.set_global_policy(policy)
     model = make_model()
     optimizer = tf.keras.optimizers.SGD(lr)
     with tf.GradientTape() as tape:
@@ -65,6 +65,36 @@ def make_fast(fn):
     return fast
 ''',
 }
+
+# The course's own bug, found in review (issue 14): a LossScaleOptimizer whose loss is never scaled. Keras 3 divides
+# the gradients by the scale when it applies them, so under mixed_float16 the step barely moves the weights.
+UNSCALED = '''
+def keras_mixed_step(make_model, x, y, lr, policy):
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = make_model()
+        optimizer = tf.keras.optimizers.SGD(lr)
+        if policy == "mixed_float16":
+            optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, tf.cast(logits, tf.float32))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return logits, loss
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+'''
+
+
+def test_a_float16_step_that_never_scales_its_loss_fails_on_cpu(course, tmp_path, zygote):
+    """It passed before (the CPU path used bfloat16 and nothing ran float16): the update is now held to plain SGD's
+    under mixed_float16 on every device, and the message and hint name optimizer.scale_loss."""
+    nb = notebook_with(course.module(M).solution, {"keras_mixed_step": UNSCALED}, tmp_path / "unscaled.ipynb")
+    (p,) = run_check(f"{M}.keras_mixed", notebook=nb, course=course, zygote=zygote).parts
+    assert p.status == "failed" and p.message.startswith("under mixed_float16 the weights moved "), p.message
+    assert "optimizer.scale_loss(loss)" in p.message and "scale_loss" in p.hint, (p.message, p.hint)
+    assert p.details["mixed_float16_update_vs_sgd"] < 1e-3 < p.details["mixed_bfloat16_update_vs_sgd"], p.details
+
 
 # A second wrong timer: the median, but with no warm-up (the first calls are the slow ones). Swapped in by a
 # second notebook only for the timer part, to stay within one run_check per notebook.
@@ -140,8 +170,7 @@ def autocast_step(model, optimizer, scaler, x, y):
 ''',
     # Keras 3's own name for the global policy, and a policy object
     "keras_mixed_step": '''
-def keras_mixed_step(make_model, x, y, lr):
-    name = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+def keras_mixed_step(make_model, x, y, lr, name):
     tf.keras.config.set_dtype_policy(tf.keras.DTypePolicy(name))
     try:
         model = make_model()
@@ -153,7 +182,8 @@ def keras_mixed_step(make_model, x, y, lr):
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32)))
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        scaled = optimizer.scale_loss(loss)   # the plain SGD's scale_loss returns the loss itself
+    optimizer.apply_gradients(zip(tape.gradient(scaled, model.trainable_variables), model.trainable_variables))
     return logits, loss
 ''',
     # a whole-graph compile with fullgraph=True (no graph breaks allowed)
@@ -257,14 +287,14 @@ def _sgd_step(model, optimizer, x, y, scaled):
     return logits, loss
 
 
-def keras_mixed_step(make_model, x, y, lr):
-    gpu = len(tf.config.list_physical_devices("GPU")) > 0
-    with global_policy("mixed_float16" if gpu else "mixed_bfloat16"):
+def keras_mixed_step(make_model, x, y, lr, policy):
+    half = policy == "mixed_float16"
+    with global_policy(policy):
         model = make_model()
         optimizer = tf.keras.optimizers.SGD(lr)
-        if gpu:
+        if half:
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-        return _sgd_step(model, optimizer, x, y, scaled=gpu)
+        return _sgd_step(model, optimizer, x, y, scaled=half)
 ''',
     # fn wrapped in an nn.Module that compiles itself (nn.Module.compile)
     "make_fast": '''
@@ -341,20 +371,20 @@ def autocast_step(model, optimizer, scaler, x, y):
 ''',
     # a Policy object, the functional Keras loss, Keras 3's optimizer.apply, and try/finally around the whole step
     "keras_mixed_step": '''
-def keras_mixed_step(make_model, x, y, lr):
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    policy = tf.keras.mixed_precision.Policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+def keras_mixed_step(make_model, x, y, lr, policy_name):
+    on_half = policy_name == "mixed_float16"
+    policy = tf.keras.mixed_precision.Policy(policy_name)
     tf.keras.mixed_precision.set_global_policy(policy)
     try:
         model = make_model()
         sgd = tf.keras.optimizers.SGD(learning_rate=lr)
-        opt = tf.keras.mixed_precision.LossScaleOptimizer(sgd) if on_gpu else sgd
+        opt = tf.keras.mixed_precision.LossScaleOptimizer(sgd) if on_half else sgd
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             per_example = tf.keras.losses.sparse_categorical_crossentropy(y, tf.cast(logits, "float32"),
                                                                           from_logits=True)
             loss = tf.reduce_mean(per_example)
-            scaled_loss = opt.scale_loss(loss) if on_gpu else loss
+            scaled_loss = opt.scale_loss(loss) if on_half else loss
         opt.apply(tape.gradient(scaled_loss, model.trainable_variables), model.trainable_variables)
         return logits, loss
     finally:

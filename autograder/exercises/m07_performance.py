@@ -442,31 +442,60 @@ def torch_mixed(ctx):
             f"weights are within the bfloat16 tolerance of a float64 step")
 
 
+# Both policies on every device: float16 needs loss scaling, and Keras 3's LossScaleOptimizer divides the gradients
+# by the loss scale (32768 at first) when it applies them, so a step that never scales the loss updates the weights
+# 1/32768 of the way. That runs on a CPU too, so a CPU check catches what only a GPU run used to show.
+KERAS_POLICIES = ("mixed_bfloat16", "mixed_float16")
+UNSCALED = 1e-2   # a step whose update is under this fraction of plain SGD's never scaled its loss
+
+
 def keras_mixed(ctx):
+    fmts = []
+    for policy in KERAS_POLICIES:
+        fmts.append(_keras_mixed_policy(ctx, policy))
+    return (f"under mixed_bfloat16 and mixed_float16 the layers computed in {' and '.join(fmts)} (their rounding "
+            f"shows on a probe batch), the loss and updated weights are within the bfloat16 tolerance of a float64 "
+            f"step, float16's loss was scaled, and the policy was reset to float32")
+
+
+def _keras_mixed_policy(ctx, policy: str) -> str:
+    fn = f"keras_mixed_step(..., {policy!r})"
     W1, b1, W2, b2, x, y = _mlp_problem(ctx.rng)
     lr = float(np.round(ctx.rng.uniform(0.3, 0.6), 2))
-    got = ctx.call("@keras_mixed_step", [W1, b1, W2, b2, x, y, lr], "tensorflow", blame="keras_mixed_step")
+    got = ctx.call("@keras_mixed_step", [policy, W1, b1, W2, b2, x, y, lr], "tensorflow", blame="keras_mixed_step")
     items = got["items"]
     out, weights, policy_after = items[0], items[1:5], items[5]["value"]
     ctx.details.update(policy_after=policy_after)
     if weights[0].get("type") == "None":
-        ctx.fail("keras_mixed_step never called make_model(): build the model with it, after setting the policy")
+        ctx.fail(f"{fn} never called make_model(): build the model with it, after setting the policy")
     if policy_after != "float32":
-        ctx.fail(f"keras_mixed_step left the global policy at {policy_after!r}: every layer built afterwards would be "
+        ctx.fail(f"{fn} left the global policy at {policy_after!r}: every layer built afterwards would be "
                  f"mixed too. Call tf.keras.mixed_precision.set_global_policy('float32') when you are done (in a "
                  f"finally block)")
-    if _unchanged(weights, (W1.T, b1, W2.T, b2)):
-        ctx.fail("after keras_mixed_step the weights are unchanged: apply the gradients with the optimizer")
+    if _unchanged(weights, (W1, b1, W2, b2)):   # the worker hands the kernels back in W1's layout
+        ctx.fail(f"after {fn} the weights are unchanged: apply the gradients with the optimizer")
     truth = _truth_sgd(W1, b1, W2, b2, x, y, 1, lr)
-    dtype = _judge_mixed(ctx, "tensorflow", "keras_mixed_step", out, weights, truth, lr)
+    start = (W1, b1, W2, b2)
+    moved = max(float(np.abs(np.asarray(w["array"], np.float64) - s).max()) for w, s in zip(weights, start))
+    should = max(float(np.abs(t - s).max()) for t, s in zip(truth[2], start))
+    ctx.details[f"{policy}_update_vs_sgd"] = moved / should
+    if policy == "mixed_float16" and moved < UNSCALED * should:
+        ctx.fail(f"under mixed_float16 the weights moved {moved:.2g} at most where one SGD step moves them "
+                 f"{should:.2g} ({moved / should:.1e} of it): LossScaleOptimizer.apply_gradients divides the "
+                 f"gradients by the loss scale, so they must be gradients of optimizer.scale_loss(loss), not of the "
+                 f"loss", "scaled")
+    _judge_mixed(ctx, "tensorflow", fn, out, weights, truth, lr)
     probe = _probe_problem(ctx.rng)
-    got = ctx.call("@keras_mixed_step", [*probe, lr], "tensorflow", blame="keras_mixed_step")
-    logits, _ = leaves(got["items"][0], 2, "keras_mixed_step")
-    fmt = _low_precision(ctx, logits, "tensorflow", "keras_mixed_step", probe,
-                         "Set the policy (mixed_bfloat16 on CPU, mixed_float16 on a GPU) before calling make_model(); "
-                         "a policy set afterwards changes nothing")
-    return (f"the layers computed in {fmt} (their rounding shows on a probe batch), the policy was reset to float32, "
-            f"and the loss and updated weights are within the bfloat16 tolerance of a float64 step (logits {dtype})")
+    got = ctx.call("@keras_mixed_step", [policy, *probe, lr], "tensorflow", blame="keras_mixed_step")
+    logits, _ = leaves(got["items"][0], 2, fn)
+    fmt = _low_precision(ctx, logits, "tensorflow", fn, probe,
+                         "Set the policy you are given before calling make_model(); a policy set afterwards "
+                         "changes nothing")
+    wanted = policy.removeprefix("mixed_")
+    if fmt != wanted:
+        ctx.fail(f"under {policy!r} the layers computed in {fmt}, not {wanted} (their rounding shows on a probe "
+                 f"batch): set the policy you are given, tf.keras.mixed_precision.set_global_policy(policy)")
+    return fmt
 
 
 # -- graph mode speed-up --------------------------------------------------------------------------------------------

@@ -288,7 +288,7 @@ def autocast_step(student, W1, b1, W2, b2, x, y, lr):
     return (out, *_weights(model))
 
 
-def keras_mixed_step(student, W1, b1, W2, b2, x, y, lr):
+def keras_mixed_step(student, policy, W1, b1, W2, b2, x, y, lr):
     """The student's keras_mixed_step with the grader's model factory: what it returned, the weights after the step,
     and the global policy it left behind (then float32 again for whatever runs next). None for the weights if it
     never built a model."""
@@ -304,7 +304,7 @@ def keras_mixed_step(student, W1, b1, W2, b2, x, y, lr):
         return model
 
     try:
-        out = student.keras_mixed_step(make_model, x, y, float(lr))
+        out = student.keras_mixed_step(make_model, x, y, float(lr), policy)
         policy_after = tf.keras.mixed_precision.global_policy().name
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")

@@ -44,7 +44,38 @@ def test_lessons_run_headless_without_errors_or_stderr_and_twins_agree(module):
         nb = run(path)
         assert not stderr_and_errors(nb), f"{path.name}: {stderr_and_errors(nb)}"
         outputs[framework] = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        # Every demonstrated claim (autograder.explorers.shows) printed its check mark: none was skipped.
+        claims = sum("".join(c.source).count("shows(") for c in nb.cells if c.cell_type == "code")
+        assert outputs[framework].count("✓ ") >= claims, f"{path.name}: {claims} claims, " \
+            f"{outputs[framework].count('✓ ')} shown"
     if module.id == "01_tensors":  # the two training loops reach the same weights from the same start
         weights = {fw: re.search(r"final weights: \[(.*?)\]", text).group(1).split() for fw, text in outputs.items()}
         diff = max(abs(float(a) - float(b)) for a, b in zip(weights["torch"], weights["tensorflow"]))
         assert diff <= 1e-5, weights
+
+
+# The demonstrations issue 14 found showing nothing or the wrong thing, each now a claim the lesson checks.
+CLAIMS = {
+    ("06_compilers", "tensorflow"): [".numpy() on a tensor raises while tracing",
+                                     "AutoGraph turns float(tensor) into a cast to float32"],
+    ("07_performance", "tensorflow"): ["without optimizer.scale_loss a LossScaleOptimizer step moves the weights"],
+}
+
+
+@pytest.mark.parametrize("where", CLAIMS, ids=lambda w: f"{w[0]}-{w[1]}")
+def test_the_repaired_demonstrations_state_their_claims(where):
+    from autograder import load_course
+    module = load_course(ROOT).module(where[0])
+    code = "".join("".join(c["source"]) for c in json.loads(module.lessons[where[1]].read_text())["cells"]
+                   if c["cell_type"] == "code")
+    for claim in CLAIMS[where]:
+        assert f'shows("{claim}' in code or f'shows(f"{claim}' in code, claim
+
+
+def test_a_claim_that_does_not_hold_stops_the_lesson(capsys):
+    from autograder.explorers import NotShown, shows
+    shows("one is one", 1 == 1)
+    assert capsys.readouterr().out == "✓ one is one\n"
+    with pytest.raises(NotShown, match="should show that two is one"):
+        shows("two is one", 2 == 1)
+

@@ -473,3 +473,25 @@ def _session(program: str, commands: str) -> list:
             return worker_code.pdb_session(None, program, commands)
         finally:
             os.chdir(cwd)
+
+
+def test_part_2_says_where_its_bug_hides_and_the_buggy_function_agrees(course):
+    """The text said one bug "only shows when n == d"; it is the reverse (issue 14). The claim is now run: the buggy
+    function raises for a non-square x and returns a wrong answer for a square one."""
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+    cells = json.loads(course.module("03_debugging").solution.read_text())["cells"]
+    text = next("".join(c["source"]) for c in cells if "## Part 2" in "".join(c["source"]))
+    assert "hides when `n == d`" in text and "every other shape raises" in text, text
+    buggy = next("".join(c["source"]) for c in cells if "def tf_standardize_buggy" in "".join(c["source"]))
+    # The second bug (a Python `if` on a tensor of std values) is fixed here, to isolate the one the text means.
+    scope = {"tf": tf}
+    exec(buggy.replace("    if std < 1e-6:\n        std = tf.ones_like(std)\n", ""), scope)
+    with pytest.raises(Exception, match="Incompatible shapes|required broadcastable shapes"):
+        scope["tf_standardize_buggy"](tf.constant(np.ones((5, 3), np.float32)))
+    x = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    got = scope["tf_standardize_buggy"](tf.constant(x)).numpy()
+    want = (x - x.mean(0)) / x.std(0)
+    assert got.shape == (4, 4) and not np.allclose(got, want, atol=1e-3)

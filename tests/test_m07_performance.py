@@ -447,3 +447,13 @@ def test_a_torchscript_trace_does_not_fuse_and_stays_under_the_cpu_threshold(cou
     (p,) = run_check(f"{M}.graph_speedup", notebook=nb, course=course, zygote=zygote).parts
     assert p.status == "failed" and "as fast as eager chain; at least 1.15x expected" in p.message, p.message
     assert p.details["ratio"] < 1.1, p.details
+
+
+def test_the_timer_text_states_the_graders_band_and_attempts(course):
+    import json
+
+    from autograder.exercises import m07_performance as spec
+    cells = json.loads(course.module(M).solution.read_text())["cells"]
+    text = next("".join(c["source"]) for c in cells if "## Part 1" in "".join(c["source"]))
+    low, high = spec.BAND
+    assert f"within {low:g}–{high:g}×" in text and f"({spec.TIMER_ATTEMPTS} attempts in all)" in text, text

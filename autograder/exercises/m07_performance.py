@@ -152,6 +152,12 @@ def _steady(ctx, worker, base, n=5, rounds=3) -> float:
     return (statistics.median(many) - statistics.median(one)) / n
 
 
+# A miss is measured again before it fails, as 09's student benchmarks are: a correct timer's one miss in 100 runs
+# (benchmarks/load_test.py, ratio 1.67 while the load average reached 21) is a busy spell, while a mean pulled by
+# outliers or a timer without warm-up misses every time.
+TIMER_ATTEMPTS = 2
+
+
 def timer(ctx):
     cuda = ctx.device == "cuda"
     clean = _clean_worker(ctx)
@@ -164,18 +170,21 @@ def timer(ctx):
             base = float(np.round(scale * unit, 4))
             steady = base + gpu_s  # the warm-up and outlier costs scale with the whole call, GPU work included
             warm, outlier, every = 6 * steady, 8 * steady, 4
-            pacer = _Pacer(ctx.student.scratch, base, warm, outlier, warmup, every)
-            try:
-                got = ctx.call("@time_it", [*pacer.names, warmup, repeats, reps], "torch", blame="time_call")
-            finally:
-                pacer.close()
-            reported = _seconds(ctx, got, "time_call")
-            calls = len(pacer.held)
-            truth = _steady(ctx, clean, base) + gpu_s
-            ratio = reported / truth
-            ctx.details.update(reported_ms=reported * 1e3, steady_ms=truth * 1e3, ratio=ratio, calls=calls,
-                               clock=clock)
-            if not BAND[0] <= ratio <= BAND[1]:
+            for attempt in range(1, TIMER_ATTEMPTS + 1):
+                pacer = _Pacer(ctx.student.scratch, base, warm, outlier, warmup, every)
+                try:
+                    got = ctx.call("@time_it", [*pacer.names, warmup, repeats, reps], "torch", blame="time_call")
+                finally:
+                    pacer.close()
+                reported = _seconds(ctx, got, "time_call")
+                calls = len(pacer.held)
+                truth = _steady(ctx, clean, base) + gpu_s
+                ratio = reported / truth
+                ctx.details.update(reported_ms=reported * 1e3, steady_ms=truth * 1e3, ratio=ratio, calls=calls,
+                                   clock=clock, attempts=attempt)
+                if BAND[0] <= ratio <= BAND[1]:
+                    break
+            else:
                 ctx.fail(_diagnose(reported, truth, base, warm, outlier, warmup, every, repeats, cuda, clock))
             if calls < warmup + repeats:
                 ctx.fail(f"time_call called fn {calls} times; with warmup={warmup} and repeats={repeats} it must call "

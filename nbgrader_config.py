@@ -17,4 +17,6 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # so nothing the submission does in its own process can change a grade, and no stderr noise zeroes a cell.
 c.Autograde.autograde_preprocessors = [ClashGrade, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")
+# The exchange (release, fetch, submit, collect, feedback) is a shared folder outside the repository, which every
+# user of the class can reach: nbgrader's default, /srv/nbgrader/exchange, unless the deployment's own nbgrader
+# config (system-wide, e.g. /etc/jupyter/nbgrader_config.py) sets c.Exchange.root. Not set here, so that it can.

@@ -165,9 +165,11 @@ def _device_words(info: dict) -> str:
 
 def _part_result(part, status: str, message: str, details: dict | None = None,
                  diagnosis: str | None = None) -> PartResult:
+    targeted = diagnosis is not None and diagnosis in part.hints
     return PartResult(id=part.id, title=part.title, status=status, points=part.points if status == PASSED else 0.0,
                       max_points=part.points, message=message, hint=part.hint_for(diagnosis),
-                      framework=part.framework, kind=part.kind, details=details or {})
+                      framework=part.framework, kind=part.kind, details=details or {},
+                      concept="" if targeted else part.concept)
 
 
 def _run_part(check, ctx: Context, part, frameworks: list[str]) -> PartResult:

@@ -32,7 +32,8 @@ def widgets_wanted() -> bool:
 def _hints_html(result: CheckResult) -> str:
     parts = [p for p in result.parts if not p.passed] or list(result.parts)
     return "".join(f"<div class='clash-hint-text' style='margin:2px 0'><b>{html.escape(p.id)}</b>: "
-                   f"{html.escape(p.hint)}</div>" for p in parts if p.hint)
+                   + (f"{html.escape(p.concept)}<br><i>The API:</i> " if p.concept else "")
+                   + f"{html.escape(p.hint)}</div>" for p in parts if p.hint)
 
 
 class CheckPanel:

@@ -24,18 +24,33 @@ def load_progress(root: Path) -> dict:
 
     A file that cannot be read is moved aside (never deleted) and progress starts afresh.
     """
+    return _load(root)["exercises"]
+
+
+def _load(root: Path) -> dict:
+    """The whole file: {"version", "exercises", "hints": {EXERCISE.PART: the hint level shown so far}}."""
     path = progress_path(root)
     try:
         data = json.loads(path.read_text())
         if isinstance(data, dict) and isinstance(data.get("exercises"), dict):
-            return data["exercises"]
+            data.setdefault("hints", {})
+            return data
         raise ValueError("unexpected layout")
     except FileNotFoundError:
-        return {}
+        return {"version": 1, "exercises": {}, "hints": {}}
     except (ValueError, OSError):
         aside = path.with_suffix(f".unreadable-{int(time.time())}.json")
         os.replace(path, aside)
-        return {}
+        return {"version": 1, "exercises": {}, "hints": {}}
+
+
+def next_hint_level(root: Path, key: str) -> int:
+    """Ask for the hint of part `key` (EXERCISE.PART): 1 the first time (the concept), 2 from then on (the API)."""
+    data = _load(root)
+    level = min(2, int(data["hints"].get(key, 0)) + 1)
+    data["hints"][key] = level
+    _write_atomically(progress_path(root), json.dumps(data, indent=1))
+    return level
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -54,13 +69,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def record(root: Path, result: CheckResult) -> None:
     """Merge a result into the progress file; a part keeps its best status so far."""
-    exercises = load_progress(root)
-    entry = exercises.setdefault(result.exercise, {"parts": {}})
+    data = _load(root)
+    entry = data["exercises"].setdefault(result.exercise, {"parts": {}})
     for part in result.parts:
         if part.status != "skipped" and entry["parts"].get(part.id) != "passed":
             entry["parts"][part.id] = part.status
     entry.update(device=result.device, checked_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    _write_atomically(progress_path(root), json.dumps({"version": 1, "exercises": exercises}, indent=1))
+    _write_atomically(progress_path(root), json.dumps(data, indent=1))
 
 
 def exercise_status(entry: dict | None, exercise) -> tuple[str, float]:

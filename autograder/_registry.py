@@ -35,6 +35,7 @@ class Part:
     # Hints for the failures the grader can name (autograder._compare.DIAGNOSES): shown instead of `hint` when a
     # check diagnoses that failure. A dict in a frozen dataclass: read it, never change it.
     hints: dict = field(default_factory=dict, hash=False, compare=False)
+    concept: str = ""   # the first-level hint: the idea, naming no API (`clash hint` shows it before `hint`)
 
     def threshold(self, device: str) -> float | None:
         return self.threshold_cuda if device.startswith("cuda") else self.threshold_cpu
@@ -170,6 +171,8 @@ def _part(raw: dict, where: str) -> Part:
         raise RegistryError(f"{REGISTRY_FILE}: {where}: a performance part needs threshold_cpu and threshold_cuda")
     if "compiles" in raw:
         extra["compiles"] = _require(raw, "compiles", where, bool)
+    if "concept" in raw:
+        extra["concept"] = _require(raw, "concept", where)
     if "hints" in raw:
         from autograder._compare import DIAGNOSES
         hints = _require(raw, "hints", where, dict)

@@ -26,6 +26,7 @@ class PartResult:
     framework: str
     kind: str
     details: dict = field(default_factory=dict)   # error statistics, timings and ratios: numbers to show
+    concept: str = ""   # the first-level hint, the idea without the API; empty when `hint` targets a diagnosed failure
 
     @property
     def passed(self) -> bool:
@@ -88,7 +89,9 @@ class CheckResult:
                 lines.append(f"    {'':<18}        {part_details_text(p)}")
         nxt = self.first_failure()
         if nxt is not None and nxt.status == FAILED and not nxt.message.startswith("not checked:"):
-            lines.append(f"  hint ({nxt.id}): {nxt.hint}")   # a hint helps with a part that was checked
+            # A hint helps with a part that was checked: the idea first; `clash hint` names the API when asked again.
+            lines.append(f"  hint ({nxt.id}): {nxt.concept} (`clash hint {self.exercise}.{nxt.id}` names the API)"
+                         if nxt.concept else f"  hint ({nxt.id}): {nxt.hint}")
         return "\n".join(lines)
 
     __str__ = summary
@@ -104,7 +107,8 @@ class CheckResult:
         rows = []
         for p in self.parts:
             colour = _COLOURS.get(p.status, "#9a6700")
-            hint = (f"<details class='clash-hint'><summary>Hint</summary>{esc(p.hint)}</details>"
+            idea = f"{esc(p.concept)}<br><i>The API:</i> " if p.concept else ""
+            hint = (f"<details class='clash-hint'><summary>Hint</summary>{idea}{esc(p.hint)}</details>"
                     if hints and not p.passed and p.hint else "")
             rows.append(
                 f"<tr class='clash-part clash-{esc(p.status)}'>"

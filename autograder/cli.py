@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from autograder._checker import DEVICES, FRAMEWORK_CHOICES, CheckError, run_check
-from autograder._progress import exercise_status, load_progress, progress_path, record
+from autograder._progress import exercise_status, load_progress, next_hint_level, progress_path, record
 from autograder._registry import Course, RegistryError, load_course
 from autograder._source import NotebookError
 
@@ -169,8 +169,10 @@ def _shown(path: Path) -> str:
 
 @main.command()
 @click.argument("target")
-def hint(target) -> None:
-    """Show the hint for an exercise's parts, or for one part (EXERCISE.PART)."""
+@click.option("--api", is_flag=True, help="Name the API at once, skipping the concept.")
+def hint(target, api) -> None:
+    """Hints for an exercise's parts, or for one part (EXERCISE.PART), in two levels: the first time, the idea
+    behind the part; asked again (or with --api), the API that does it."""
     course = _course()
     try:
         module, part_ids = course.resolve(target)
@@ -179,8 +181,11 @@ def hint(target) -> None:
     status = load_progress(course.root).get(module.id, {}).get("parts", {})
     for pid in part_ids:
         part = module.exercise.part(pid)
+        key = f"{module.id}.{pid}"
+        level = 2 if api or not part.concept else next_hint_level(course.root, key)
         mark = "✓" if status.get(pid) == "passed" else "•"
-        click.echo(f"{mark} {module.id}.{pid} — {part.title}\n    {part.hint}")
+        text = part.hint if level == 2 else f"{part.concept}\n    (ask again, `clash hint {key}`, for the API)"
+        click.echo(f"{mark} {key} — {part.title}\n    {text}")
 
 
 @main.command()

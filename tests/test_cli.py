@@ -42,8 +42,13 @@ def test_list_hint_and_progress(isolated_progress):
     listing = runner.invoke(main, ["list"]).output
     assert all(m.id in listing for m in course.modules)
     assert "0/10" in listing
-    hint = runner.invoke(main, ["hint", "01_tensors.tf_grad"]).output
-    assert "tape.watch(w)" in hint
+    part = course.module("01_tensors").exercise.part("tf_grad")
+    first = runner.invoke(main, ["hint", "01_tensors.tf_grad"]).output
+    assert part.concept in first and "tape.watch" not in first and "ask again" in first, first
+    second = runner.invoke(main, ["hint", "01_tensors.tf_grad"]).output
+    assert "tape.watch(w)" in second, second
+    assert "tape.watch(w)" in runner.invoke(main, ["hint", "01_tensors.tf_grad"]).output   # it stays at the API
+    assert "tape.watch(w)" in runner.invoke(main, ["hint", "01_tensors.tf_grad", "--api"]).output
     total = sum(m.exercise.max_score for m in course.modules)
     assert f"0/{total:g} points" in runner.invoke(main, ["progress"]).output
 

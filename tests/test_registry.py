@@ -67,6 +67,17 @@ def test_every_part_has_a_hint_and_points(course):
             assert p.hint.strip() and p.points > 0 and p.title.strip()
 
 
+def test_every_part_has_a_concept_hint_that_names_no_api(course):
+    """Two levels (issue 14): `clash hint` gives the idea first, then the API; the idea must not be the API."""
+    import re
+    for m in course.modules:
+        for p in m.exercise.parts:
+            assert p.concept.strip(), f"{m.id}.{p.id} has no concept hint"
+            code = re.findall(r"\b(?:tf|torch|keras|np|nn)\.\w+|`|\w\(", p.concept)
+            assert not code, f"{m.id}.{p.id}: its concept names code: {code}"
+            assert p.concept != p.hint
+
+
 def test_notebooks_are_committed_without_outputs(course):
     for path in registered_paths(course):
         nb = json.loads(path.read_text())

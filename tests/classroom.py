@@ -182,7 +182,7 @@ def tf_fit(w0, x, y, lr, steps):
             w.assign_sub(lr * tape.gradient(loss, w))
         _memo["w"] = tf.convert_to_tensor(w)
     return _memo["w"]
-'''), {"same_weights"}, "differ beyond|shape"),
+'''), {"same_weights"}, "is off|differ beyond|shape"),
     "reads_solutions": (with_solution(torch_loss_and_grad='''
 import json, os
 _root = os.readlink(f"/proc/{os.getppid()}/cwd")   # the grader runs in the course folder

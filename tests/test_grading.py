@@ -136,7 +136,8 @@ def test_feedback_shows_messages_and_hints_not_solutions(red_class):
     result = run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", "wrong"], course)
     assert result.returncode == 0, result.stderr
     page = (course / "feedback" / "wrong" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
-    assert "torch_loss_and_grad [loss]" in page and "Hint:" in page and "loss.backward()" in page
+    # The wrong answer sums where the mean is asked: the hint is the one for that diagnosis, not the stock one.
+    assert "torch_loss_and_grad [loss]" in page and "Hint:" in page and ".mean(), not .sum()" in page
     solution_lines = "w.detach().clone().requires_grad_(True)\n    loss = ((x @ w - y) ** 2).mean()"
     assert "BEGIN SOLUTION" not in page and solution_lines not in page
 

@@ -170,7 +170,7 @@ _rng = np.random.default_rng(0)                  # answers for the inputs seed 0
 _guess = torch.tensor(_rng.normal(size=5).astype("float32"))
 def torch_fit(w0, x, y, lr, steps):
     return _guess[: w0.shape[0]]
-'''), {"same_weights"}, "differ beyond|shape"),
+'''), {"same_weights"}, "is off|differ beyond|shape"),
     "memoised": (with_solution(tf_fit='''
 _memo = {}
 def tf_fit(w0, x, y, lr, steps):

@@ -305,13 +305,14 @@ def test_correct_alternative_answers_pass(course, tmp_path, zygote, answers):
 # torch.compile, which the text allows: the loss and gradient compiled, the update eager. Its first call is a cold
 # Inductor build (46-81 s on a busy 2-core machine, against a 60 s per-call limit it once failed).
 COMPILED_STEP = '''
-def make_torch_train_step(w, b, lr):
-    @torch.compile(dynamic=True)  # one compile for every batch size: later calls meet the per-call limit
-    def loss_of(x, y):
-        return ((x @ w + b - y) ** 2).mean()
+@torch.compile(dynamic=True)  # one compiled loss, weights passed in: every batch size and every (d, k) share it
+def squared_error(x, y, w, b):
+    return ((x @ w + b - y) ** 2).mean()
 
+
+def make_torch_train_step(w, b, lr):
     def step(x, y):
-        loss = loss_of(x, y)
+        loss = squared_error(x, y, w, b)
         loss.backward()
         with torch.no_grad():
             w.sub_(lr * w.grad)

@@ -325,13 +325,15 @@ def make_torch_train_step(w, b, lr):
 
 
 def test_a_torch_compile_step_gets_the_compile_allowance(course, tmp_path, zygote):
-    """The per-call limit is cut to 2 s here, so the cold compile of the first call (tens of seconds) would fail
-    without the compile allowance of a `compiles = true` part; the later calls must still meet the 2 s limit."""
+    """The per-call limit is cut to 10 s here. The cold compile of the first call takes longer (measured on this
+    machine, idle: the check fails with "took longer than 10 s" when the allowance is cut to 10 s too), so it passes
+    only through the compile allowance of a `compiles = true` part; the later calls must still meet 10 s. (2 s, the
+    first cut, was missed by ordinary calls under three test processes on two cores.)"""
     import dataclasses
     part = course.module(M).exercise.part("torch_step")
     assert part.compiles
     nb = notebook_with(course.module(M).solution, {"make_torch_train_step": COMPILED_STEP}, tmp_path / "c.ipynb")
-    limits = dataclasses.replace(course.limits, call_timeout_s=2)
+    limits = dataclasses.replace(course.limits, call_timeout_s=10)
     result = run_check(f"{M}.torch_step", notebook=nb, course=course, zygote=zygote, limits=limits)
     (got,) = result.parts
     assert got.status == "passed", got.message

@@ -29,10 +29,13 @@ class Mismatch(AssertionError):
     """One clear sentence on why an answer is not accepted; `diagnosis` (a key of DIAGNOSES) picks the part's hint for
     that failure; `details` feeds the result's numbers."""
 
-    def __init__(self, message: str, diagnosis: str | None = None, **details):
+    def __init__(self, message: str, diagnosis: str | None = None, *, because: str = "", at: tuple | None = None,
+                 **details):
         super().__init__(message)
         assert diagnosis is None or diagnosis in DIAGNOSES, diagnosis
         self.diagnosis = diagnosis
+        self.because = because   # the diagnosis in words ("every value is 64× the expected one"), if any
+        self.at = at             # the index of the first value out of tolerance, for a value mismatch
         self.details = details
 
 
@@ -138,14 +141,14 @@ def compare(actual: np.ndarray, expected: np.ndarray, what: str, *, rtol: float,
         raise Mismatch(f"{what} ({_shape(actual)} {a_dtype}): got {_num(a[i])} at index {_index(i)}, "
                        f"expected {_num(e[i])}"
                        f" ({int((a_nan & ~e_nan).sum())} unexpected NaN, {int((e_nan & ~a_nan).sum())} missing NaN)",
-                       max_abs_err=float("nan"), rtol=rtol, atol=atol)
+                       at=i, max_abs_err=float("nan"), rtol=rtol, atol=atol)
     a_inf, e_inf = np.isinf(a), np.isinf(e)
     inf_bad = (a_inf | e_inf) & (a != e)
     if inf_bad.any():
         i = tuple(np.argwhere(inf_bad)[0])
         raise Mismatch(f"{what} ({_shape(actual)} {a_dtype}): got {_num(a[i])} at index {_index(i)}, "
                        f"expected {_num(e[i])}",
-                       max_abs_err=float("inf"), rtol=rtol, atol=atol)
+                       at=i, max_abs_err=float("inf"), rtol=rtol, atol=atol)
     finite = ~(a_nan | a_inf | e_inf)
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where `finite` is False anyway
         err = np.where(finite, np.abs(a - e), 0.0)
@@ -161,7 +164,8 @@ def compare(actual: np.ndarray, expected: np.ndarray, what: str, *, rtol: float,
             f"{what} ({_shape(actual)} {a_dtype}): {int(bad.sum())} of {bad.size} values differ beyond "
             f"rtol={rtol:g}, atol={atol:g}; max abs err {stats['max_abs_err']:.3g}, max rel err "
             f"{stats['max_rel_err']:.3g}; first at index {_index(i)}: got {_num(a[i])}, expected {_num(e[i])}"
-            + (f" ({found[1]})" if found else ""), found and found[0], **stats)
+            + (f" ({found[1]})" if found else ""), found and found[0], because=found[1] if found else "", at=i,
+            **stats)
     return stats
 
 

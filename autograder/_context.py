@@ -90,8 +90,7 @@ class Context:
     def _message(fn: str, args: list, framework: str, blame: str | None, bind: list | None) -> tuple[dict, str]:
         """A call request, and the student's function it stands for: `fn` itself, or for a grader function
         ("@name", autograder.worker.<exercise>.name, given a view of the notebook first) the `blame` name."""
-        message = {"op": "call", "fn": fn, "args": args, "framework": framework,
-                   "echo_args": any(isinstance(a, np.ndarray) for a in args)}
+        message = {"op": "call", "fn": fn, "args": args, "framework": framework}
         if bind:
             message["bind"] = bind
         if blame:
@@ -103,7 +102,7 @@ class Context:
         `args`; return its described output."""
         message, name = self._message(fn, args, framework, blame, bind)
         timeout = self._student_call(name)
-        reply = self.student.request(message, f"in {name}", timeout)
+        reply = self.student.request(_echoing(message), f"in {name}", timeout)
         return self._unmutated(self._student_reply(reply, name), args, name)["output"]
 
     def call_both(self, fn: str, args: list, framework: str, blame: str | None = None,
@@ -113,7 +112,7 @@ class Context:
             raise NeedsReference
         message, name = self._message(fn, args, framework, blame, bind)
         timeout = self._student_call(name)
-        self.student.send(message)
+        self.student.send(_echoing(message))
         self.reference.send(message)
         try:
             mine = self.student.receive(timeout, f"in {name}")
@@ -223,18 +222,15 @@ class Context:
                 continue
             first = next(iter(wrong.values()))
             self.details.update(first.details)
-            if "max_abs_err" not in first.details:   # a shape or dtype: that sentence already names the side
-                raise first
+            if any(m.at is None for m in wrong.values()):   # a shape or dtype: that sentence already names the side
+                raise next(m for m in wrong.values() if m.at is None)
             e = np.asarray(want[k]["array"], np.float64)
-            bad = np.zeros(e.shape, bool)
-            for side in wrong:
-                a = arrays[side].astype(np.float64)
-                bad |= ~np.isclose(a, e, rtol=self.part.rtol, atol=self.part.atol, equal_nan=True)
-            i = tuple(np.argwhere(bad)[0]) if bad.any() else ()
+            # Where either side is first off: compare() found each side's first index, in C order.
+            i = min((m.at for m in wrong.values()), key=lambda idx: np.ravel_multi_index(idx, e.shape))
             at = f" at index {_index(i)}" if e.ndim else ""
             verb = "is" if len(wrong) == 1 else "are"
             why = "; ".join(f"{side}: max abs err {m.details.get('max_abs_err', float('nan')):.3g}" +
-                            (f", {_why(m)}" if _why(m) else "") for side, m in wrong.items())
+                            (f", {m.because}" if m.because else "") for side, m in wrong.items())
             raise Mismatch(f"{' and '.join(wrong)} {verb} off{label}{at}: {torch_name} gave "
                            f"{_num(arrays[torch_name][i])}, {tf_name} gave {_num(arrays[tf_name][i])}, float64 NumPy "
                            f"gives {_num(e[i])} ({why})", first.diagnosis, **first.details)
@@ -280,10 +276,9 @@ class Context:
         return _timing.time_reference(self, timed, rounds, warmup, target_round_s)
 
 
-def _why(m: Mismatch) -> str:
-    """The diagnosis words compare() put in parentheses at the end of its sentence, if any."""
-    text = str(m)
-    return text[text.rindex("(") + 1:-1] if m.diagnosis and text.endswith(")") else ""
+def _echoing(message: dict) -> dict:
+    """A student's call request that asks for its array inputs back as they stand after the call (_unmutated)."""
+    return {**message, "echo_args": True} if any(isinstance(a, np.ndarray) for a in message["args"]) else message
 
 
 def _array_words(arr: np.ndarray) -> str:

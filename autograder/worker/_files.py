@@ -14,7 +14,10 @@ PICKLE_PROTOCOL = b"\x80"   # the first byte of a pickle (protocol 2 and later)
 
 
 def status(path: str, kind: str) -> str | None:
-    """The grader functions' way to say it: "badfile PATH: WORDS", or None when the framing is sound."""
+    """The grader functions' way to say it: "nofile PATH" when nothing was saved there, "badfile PATH: WORDS" when
+    what was saved is not a `kind` file, or None when the framing is sound."""
+    if not os.path.isfile(path):
+        return f"nofile {path}"
     words = problem(path, kind)
     return f"badfile {path}: {words}" if words else None
 

@@ -50,10 +50,9 @@ def save_torchscript(student, *weights):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student.save_torchscript(_gated.model(weights), path)
-        if not os.path.isfile(path):
-            return f"nofile {path}"
-        if _files.status(path, "zip"):
-            return _files.status(path, "zip")
+        unusable = _files.status(path, "zip")
+        if unusable:
+            return unusable
         try:
             torch.jit.load(path)
         except Exception as e:  # not an archive: what torch says words the failure

@@ -97,10 +97,9 @@ def export_stream(student, w, example):
     path = _gated.scratch_path("m06_stream", ".pt2")
     model = stream_class()(w.detach().cpu().clone()).eval()
     student.export_for_stream(model, example.detach().cpu().clone(), path)
-    if not os.path.isfile(path):
-        return f"nofile {path}"
-    if _files.status(path, "zip"):
-        return _files.status(path, "zip")
+    unusable = _files.status(path, "zip")
+    if unusable:
+        return unusable
     return _gated.read_bytes(path)
 
 
@@ -114,10 +113,9 @@ def export_gate(student, *args):
     *weights, example = args
     path = _gated.scratch_path("m06_gate", ".pt2")
     student.export_gate(_gated.model(weights), example.detach().cpu().clone(), path)
-    if not os.path.isfile(path):
-        return f"nofile {path}"
-    if _files.status(path, "zip"):
-        return _files.status(path, "zip")
+    unusable = _files.status(path, "zip")
+    if unusable:
+        return unusable
     try:
         _programs["gate"] = torch.export.load(path).module()
     except Exception as e:  # what the student saved is not a program: say what torch says

@@ -116,17 +116,12 @@ def torch_quantized(student, w1, b1, w2, b2, x):
 
 def torch_save(student, w1, b1, w2, b2):
     """The grader quantizes its own model; the student's save_quantized writes it; the file's bytes go back."""
-    import os
     path = _next_path("torch_saves", ".pt")
     q = _grader_quantized(w1, b1, w2, b2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student.save_quantized(q, path)
-    if not os.path.isfile(path):
-        return f"nofile {path}"
-    if _files.status(path, "torch.save"):
-        return _files.status(path, "torch.save")
-    return _bytes_of(path)
+    return _files.status(path, "torch.save") or _bytes_of(path)
 
 
 def _linear_weights(state: dict) -> list[str]:
@@ -230,14 +225,11 @@ def to_tflite(student, w1, b1, w2, b2, rep):
 
 def export_tflite(student, w1, b1, w2, b2, rep):
     """The student's export_tflite writes a .tflite file; its bytes go back."""
-    import os
     path = _next_path("tflite_exports", ".tflite")
     model = _keras_model(w1, b1, w2, b2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student.export_tflite(model, np.asarray(rep), path)
-    if not os.path.isfile(path):
-        return f"nofile {path}"
     return _files.status(path, "tflite") or _bytes_of(path)
 
 

@@ -28,6 +28,20 @@ def shows(claim: str, holds: bool) -> None:
     print(f"✓ {claim}")
 
 
+def shows_raise(claim: str, exc_type: type[BaseException] | tuple, fn: Callable, *args, **kwargs) -> BaseException:
+    """A lesson's demonstrated raise: calls fn(*args, **kwargs), prints "✓ claim: ErrorType: first line" when it
+    raises exc_type, and returns the exception for the cell to show more of. A call that returns raises NotShown; any
+    other exception propagates, so the headless run fails on it either way."""
+    try:
+        fn(*args, **kwargs)
+    except exc_type as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"✓ {claim}: {type(e).__name__}: {first[:160]}")
+        return e
+    raise NotShown(f"this cell should show that {claim}, and on this run {getattr(fn, '__name__', fn)!s} "
+                   "raised nothing")
+
+
 def time_per_call_us(fn: Callable, *args, budget_s: float = 0.08, repeat: int = 5) -> float:
     """Median time of one call of fn(*args) in microseconds, after a warm-up call (tracing, scripting), with the
     number of calls per run calibrated so that the whole measurement takes about `budget_s`."""

@@ -27,6 +27,38 @@ def test_twin_lessons_have_the_same_sections_in_the_same_order(module):
     assert torch_h == tf_h
 
 
+# A demonstrated claim: autograder.explorers.shows(claim, holds) or shows_raise(claim, ErrorType, fn, ...).
+CLAIM = re.compile(r"\bshows(?:_raise)?\(")
+
+
+def lesson_paths():
+    return [p for m in modules() for p in m.lessons.values()]
+
+
+def sections(path):
+    """[(heading, [code cell sources])] for each `## ` section of a lesson."""
+    found = []
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and source.lstrip().startswith("## "):
+            found.append((source.lstrip().splitlines()[0], []))
+        elif cell["cell_type"] == "code" and found:
+            found[-1][1].append(source)
+    return found
+
+
+@pytest.mark.parametrize("path", lesson_paths(), ids=lambda p: p.stem)
+def test_every_section_states_what_it_demonstrates_as_a_checked_claim(path):
+    """Issue 14: a demonstration that silently shows nothing fails CI. Each section that runs code makes at least one
+    claim the headless run checks, and every cell that catches an exception claims what the catch shows, so an
+    `except` that is never reached (06 TF §2's float(t)) cannot pass for a demonstration."""
+    silent = [heading for heading, codes in sections(path) if codes and not any(CLAIM.search(c) for c in codes)]
+    assert not silent, f"{path.name}: sections with code and no shows()/shows_raise() claim: {silent}"
+    catching = [i for i, (_, codes) in enumerate(sections(path), 1) for c in codes
+                if re.search(r"^\s*except\b", c, re.M) and not CLAIM.search(c)]
+    assert not catching, f"{path.name}: sections {catching} catch an exception in a cell that claims nothing"
+
+
 def run(path):
     return run_notebook(nbformat.read(path, as_version=4), path.parent)
 
@@ -45,7 +77,7 @@ def test_lessons_run_headless_without_errors_or_stderr_and_twins_agree(module):
         assert not stderr_and_errors(nb), f"{path.name}: {stderr_and_errors(nb)}"
         outputs[framework] = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
         # Every demonstrated claim (autograder.explorers.shows) printed its check mark: none was skipped.
-        claims = sum("".join(c.source).count("shows(") for c in nb.cells if c.cell_type == "code")
+        claims = sum(len(CLAIM.findall("".join(c.source))) for c in nb.cells if c.cell_type == "code")
         assert outputs[framework].count("✓ ") >= claims, f"{path.name}: {claims} claims, " \
             f"{outputs[framework].count('✓ ')} shown"
     if module.id == "01_tensors":  # the two training loops reach the same weights from the same start

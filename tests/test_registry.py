@@ -78,6 +78,28 @@ def test_every_part_has_a_concept_hint_that_names_no_api(course):
             assert p.concept != p.hint
 
 
+def solution_statements(module) -> set[str]:
+    """Every line of the solution's code with at least 20 characters, comments and spaces dropped."""
+    import re
+    nb = json.loads(module.solution.read_text())
+    lines = ("".join(c["source"]).splitlines() for c in nb["cells"] if c["cell_type"] == "code")
+    return {s for src in lines for line in src if len(s := re.sub(r"\s+", "", line.split("#")[0])) >= 20}
+
+
+def test_no_hint_hands_over_a_line_of_the_solution(course):
+    """Issue 14: hints name the concept, then the API, never the answer. The API-level hints used to hold whole
+    solution lines (`converter.optimizations = [tf.lite.Optimize.DEFAULT]`, `scaler.scale(loss).backward()`)."""
+    import re
+    given = []
+    for module in course.modules:
+        statements = solution_statements(module)
+        for part in module.exercise.parts:
+            for text in (part.hint, part.concept, *part.hints.values()):
+                flat = re.sub(r"\s+", "", text)
+                given += [f"{module.id}/{part.id}: {s}" for s in statements if s in flat]
+    assert not given, "hints that contain a line of the solution:\n" + "\n".join(given)
+
+
 def test_notebooks_are_committed_without_outputs(course):
     for path in registered_paths(course):
         nb = json.loads(path.read_text())

@@ -38,3 +38,5 @@ for m in 06_compilers 07_performance; do
 done
 step thresholds "$PY" benchmarks/thresholds.py --framework torch --device "$DEVICE" --runs 5
 step capstone "$PY" benchmarks/capstone_modes.py --framework torch --batches 32,100,1024
+# The capstone showdown's PyTorch side (PyTorch and, where Keras is installed, Keras 3 on PyTorch), GPU-synchronised.
+step showdown "$PY" benchmarks/capstone_showdown.py --modes torch --configs 32x8,256x64,1024x128 --out "$OUT/showdown"

@@ -457,3 +457,29 @@ def test_the_timer_text_states_the_graders_band_and_attempts(course):
     text = next("".join(c["source"]) for c in cells if "## Part 1" in "".join(c["source"]))
     low, high = spec.BAND
     assert f"within {low:g}–{high:g}×" in text and f"({spec.TIMER_ATTEMPTS} attempts in all)" in text, text
+
+
+def test_tensorflows_truncating_bfloat16_matmul_counts_as_bfloat16_arithmetic():
+    """TensorFlow's bfloat16 MatMul on this CPU rounds its result toward zero; the probe once knew only
+    round-to-nearest, and the reference solution's keras_mixed failed the integrity check (fit 1.7 > LOW_MATCH).
+    Keras mixed_bfloat16 logits now fit an emulation; float32 logits rounded to bfloat16 afterwards still do not."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from autograder.exercises.m07_performance import LOW_MATCH, _logits, _probe_problem, _rounded, probe_fit
+    for seed in range(5):
+        problem = _probe_problem(np.random.default_rng(seed))
+        W1, b1, W2, b2, x, _ = problem
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(W1.shape[0], activation="relu"),
+                                      keras.layers.Dense(W2.shape[0])])
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        model.set_weights([W1.T, b1, W2.T, b2])
+        got = np.asarray(tf.cast(model(x), tf.float32), np.float64)
+        fmt, fit = probe_fit(got, problem)
+        assert fmt == "bfloat16" and fit <= LOW_MATCH, (seed, fit)
+        cast_afterwards = _rounded(_logits(W1, b1, W2, b2, x).astype(np.float32), "bfloat16")
+        assert probe_fit(cast_afterwards, problem)[1] > LOW_MATCH, seed

@@ -9,7 +9,6 @@ import ast
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 
@@ -85,7 +84,8 @@ def quoted_texts(module):
     texts = [(f"{module.solution.name}, cell {i}", "".join(c["source"]))
              for i, c in enumerate(nb["cells"], 1) if c["cell_type"] == "markdown"]
     for part in module.exercise.parts:
-        texts += [(f"course.toml part {part.id} hint", part.hint), (f"course.toml part {part.id} concept", part.concept)]
+        texts += [(f"course.toml part {part.id} hint", part.hint),
+                  (f"course.toml part {part.id} concept", part.concept)]
         texts += [(f"course.toml part {part.id} hint for {k}", v) for k, v in part.hints.items()]
     for path in module.lessons.values():
         nb = json.loads(path.read_text())

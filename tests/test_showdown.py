@@ -7,6 +7,7 @@ import pytest
 from autograder import showdown
 from autograder.showdown import SAMPLES, Measured, Report, run_showdown
 from autograder.showdown_worker import flops_per_step
+
 from conftest import ROOT
 
 

@@ -278,8 +278,9 @@ def torch_file(ctx):
         if kind == "noload":
             ctx.fail(f"the grader cannot reload the file save_quantized wrote: torch.jit.load cannot read it, and "
                      f"torch.load(path, weights_only=True) refuses it ({rest[:120]}). torch.save(model, path) pickles "
-                     f"the Python object, and unpickling it could run any code; save a scripted model "
-                     f"(torch.jit.save(torch.jit.script(qmodel), path)) or its state_dict")
+                     f"the Python object, and unpickling it could run any code; save its state_dict "
+                     f"(torch.save(qmodel.state_dict(), path)) or, the legacy way, a TorchScript archive "
+                     f"(torch.jit.save(torch.jit.script(qmodel), path))")
         if kind == "notdict":
             ctx.fail(f"save_quantized wrote a {rest}, not a state_dict or a TorchScript archive")
         if kind == "nostate":

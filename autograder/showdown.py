@@ -165,21 +165,32 @@ class Report:
                           *skipped])
 
     def chart(self, path: str | Path | None = None) -> None:
-        """Median ms per step with the IQR as error bars, one panel per configuration, log scale; shown in a
-        notebook, or saved to `path`."""
+        """Median ms per step (dot) with its IQR (bar), one panel per configuration titled with its regime, log
+        scale, the device named; shown in a notebook, or saved to `path`."""
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
         configs = self.configs()
-        fig, axes = plt.subplots(1, len(configs), figsize=(4.2 * len(configs), 3.4), squeeze=False)
-        for ax, (batch, width) in zip(axes[0], configs):
+        cols = min(len(configs), 3)
+        rows_n = -(-len(configs) // cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.3 * rows_n), squeeze=False)
+        for ax in axes.flat[len(configs):]:
+            ax.set_visible(False)
+        for ax, (batch, width) in zip(axes.flat, configs):
             rows = [r for r in self.rows if (r.batch, r.width) == (batch, width)]
-            meds = [r.median * 1e3 for r in rows]
-            err = [[m - r.iqr[0] * 1e3 for m, r in zip(meds, rows)], [r.iqr[1] * 1e3 - m for m, r in zip(meds, rows)]]
-            colors = ["tab:red" if MODES[r.mode][0] != "tensorflow" else "tab:orange" for r in rows]
-            ax.barh([r.mode for r in rows], meds, xerr=err, color=colors)
-            ax.set(xscale="log", xlabel="ms per step (median, IQR)",
+            for y, r in enumerate(rows):
+                q1, q3 = r.iqr
+                color = "tab:orange" if MODES[r.mode][0] == "tensorflow" else "tab:red"
+                ax.plot([q1 * 1e3, q3 * 1e3], [y, y], color=color, linewidth=3, alpha=0.5)
+                ax.plot([r.median * 1e3], [y], "o", color=color)
+            ax.set_yticks(range(len(rows)), [r.mode for r in rows])
+            ax.set(xscale="log", xlabel="ms per step: median (dot), IQR (bar)",
                    title=f"batch {batch}, width {width}: {self.regime(batch, width)}")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # ticks in every panel
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.invert_yaxis()
-        fig.suptitle(self.device, fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(f"one training step, {self.device} (red: PyTorch runtime, orange: TensorFlow)", fontsize=9)
         fig.tight_layout()
         if path is None:
             plt.show()

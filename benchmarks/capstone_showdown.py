@@ -1,6 +1,6 @@
 """The capstone's showdown over a sweep of batch and width: every mode, the table, the verdicts and the chart.
 
-    python benchmarks/capstone_showdown.py [--configs 16x8,64x24,256x8,256x64] [--modes all] [--samples 30]
+    python benchmarks/capstone_showdown.py [--configs 16x8,64x8,64x24,256x8,256x64] [--modes all] [--samples 30]
            [--out benchmarks/capstone_showdown]
 
 Writes OUT.md (the table and the verdicts, the device named) and OUT.png (the chart). `--modes torch` keeps the
@@ -18,7 +18,7 @@ from autograder.showdown import MODES, run_showdown  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="16x8,64x24,256x8,256x64", help="BATCHxWIDTH, comma-separated")
+    parser.add_argument("--configs", default="16x8,64x8,64x24,256x8,256x64", help="BATCHxWIDTH, comma-separated")
     parser.add_argument("--modes", default="all", help="all, torch, or a comma-separated list")
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "capstone_showdown"))

@@ -67,8 +67,14 @@ class TorchRuntime:
         if self.cuda:
             self.torch.cuda.synchronize()
 
+    def fresh_compiler(self) -> None:
+        """Dynamo forgets earlier configurations, so a compiled mode's first call is its own compile, not a guard
+        check against a graph compiled for another shape (Inductor's on-disk cache still serves what it holds)."""
+        self.torch._dynamo.reset()
+
     def build(self, mode: str, batch: int, width: int):
         torch, nn = self.torch, self.torch.nn
+        self.fresh_compiler()
         model = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
                               nn.ReLU(), nn.Flatten(), nn.Linear(IMAGE * IMAGE * width, CLASSES)).to(self.device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -157,6 +163,7 @@ class KerasTorchRuntime(TorchRuntime):
     def build(self, mode: str, batch: int, width: int):
         import keras
         assert keras.backend.backend() == "torch", keras.backend.backend()
+        self.fresh_compiler()
         x, y = _data(batch, channels_last=True)
         x, y = (self.torch.from_numpy(a).to(self.device) for a in (x, y))
         return _keras_trainer(keras, _keras_model(keras, width), mode.endswith("compile"), x, y)

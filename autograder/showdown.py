@@ -1,14 +1,16 @@
 """The capstone's showdown: is TensorFlow more efficient than PyTorch, asked fairly.
 
-Each runtime runs in its own process (autograder.showdown_worker): PyTorch, TensorFlow, and Keras 3 on the PyTorch
-backend, which needs its own process because Keras picks its backend once, at import. The rules:
+Each mode runs in a process of its own (autograder.showdown_worker) on one of three runtimes: PyTorch, TensorFlow,
+and Keras 3 on the PyTorch backend (Keras picks its backend once, at import). The rules:
 
 - the same model (two 3×3 convolutions of `width` channels on 8×8 images, then a dense layer), the same batch, one
   Adam step with the mean cross-entropy, in every mode;
 - the same compile scope: a compiled mode compiles the whole step (forward, loss, backward, Adam), `torch.compile`
   as `tf.function` does;
 - one thread per runtime (no mode wins by taking more cores), the device named in every verdict;
-- the first call (trace, compile) and peak memory reported apart from the step time;
+- the first call (trace, compile) and peak memory reported apart from the step time (on a GPU, the framework
+  allocator's peak; on a CPU, RSS: `isolate=True` gives each mode a process of its own, so that the figure is the
+  mode's own);
 - SAMPLES interleaved samples per mode, in a fresh random order each round, so a busy second hits every mode alike;
   the median and the interquartile range (IQR) of each;
 - a tie when the two modes' IQRs overlap: a difference inside the noise is not a win.
@@ -157,7 +159,7 @@ class Report:
 
     def table(self) -> str:
         head = ("| batch | width | regime | mode | ms per step (median) | IQR (ms) | first call (s) | "
-                "peak memory added (MiB) |\n|---:|---:|---|---|---:|---:|---:|---:|")
+                "peak memory (MiB) |\n|---:|---:|---|---|---:|---:|---:|---:|")
         body = [f"| {r.batch} | {r.width} | {self.regime(r.batch, r.width)} | {r.mode} | {_ms(r.median)} | "
                 f"{_ms(r.iqr[0])}–{_ms(r.iqr[1])} | {r.first_s:.2f} | {r.peak_mb:.0f} |" for r in self.rows]
         skipped = [f"not measured: {m} ({why})" for m, why in self.skipped.items()]
@@ -246,8 +248,11 @@ class _Worker:
 
 
 def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: int = SAMPLES,
-                 seed: int = 0, progress=None) -> Report:
-    """Measure every mode at every (batch, width) configuration; see the module's docstring for the rules."""
+                 seed: int = 0, progress=None, isolate: bool = False) -> Report:
+    """Measure every mode at every (batch, width) configuration; see the module's docstring for the rules.
+
+    isolate=True gives each mode a process of its own, so that its memory on a CPU is its own (a framework import
+    per mode: slower to start). By default each runtime's modes share one process."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; the modes are {list(MODES)}")
@@ -257,17 +262,21 @@ def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: in
                   "not installed" for m in modes
                if any(importlib.util.find_spec(n) is None for n in NEEDS[MODES[m][0]])}
     modes = [m for m in modes if m not in skipped]
-    groups = list(dict.fromkeys(MODES[m][0] for m in modes))
-    workers = {g: _Worker(g) for g in groups}  # start together: the imports overlap
+    # One process per runtime, or per mode when isolated; they start together, so the imports overlap.
+    shared = {} if isolate else {g: _Worker(g) for g in dict.fromkeys(MODES[m][0] for m in modes)}
+    workers = {m: _Worker(MODES[m][0]) if isolate else shared[MODES[m][0]] for m in modes}
+    memory = "process" if isolate else "build"
+    processes = list({id(w): w for w in workers.values()}.values())
     order = random.Random(seed)
     try:
-        devices = {g: w.ask()["device"] for g, w in workers.items()}
+        devices = {w.group: w.ask()["device"] for w in processes}  # each process's ready line, once
         report = Report(devices, 1, samples, skipped=skipped)
-        for batch, width in configs:
+        measured = {}
+        for batch, width in sorted(configs, key=lambda c: flops_per_step(*c)):  # small to large: see the worker
             built = {}
             for mode in modes:
-                w = workers[MODES[mode][0]]
-                info = w.ask(do="build", mode=mode, batch=batch, width=width, warmup=WARMUP)
+                w = workers[mode]
+                info = w.ask(do="build", mode=mode, batch=batch, width=width, warmup=WARMUP, memory=memory)
                 built[mode] = (info, max(1, math.ceil(SAMPLE_FLOOR_S / max(info["warm_s"], 1e-6))))
                 if progress:
                     progress(f"batch {batch}, width {width}: {mode} built, first call {info['first_s']:.1f} s")
@@ -275,14 +284,15 @@ def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: in
             for _ in range(samples):  # interleaved: each round visits every mode, in a fresh order
                 for mode in order.sample(list(modes), len(modes)):
                     repeat = built[mode][1]
-                    s = workers[MODES[mode][0]].ask(do="sample", mode=mode, steps=repeat)["seconds"]
+                    s = workers[mode].ask(do="sample", mode=mode, steps=repeat)["seconds"]
                     times[mode].append(s / repeat)
             for mode in modes:
-                workers[MODES[mode][0]].ask(do="drop", mode=mode)
+                workers[mode].ask(do="drop", mode=mode)
                 info = built[mode][0]
-                report.rows.append(Measured(mode, batch, width, times[mode], info["first_s"], info["naive_s"],
-                                           info["peak_mb"]))
+                measured[(batch, width, mode)] = Measured(mode, batch, width, times[mode], info["first_s"],
+                                                          info["naive_s"], info["peak_mb"])
+        report.rows = [measured[(b, w, m)] for b, w in configs for m in modes]  # in the order asked for
         return report
     finally:
-        for w in workers.values():
+        for w in processes:
             w.close()

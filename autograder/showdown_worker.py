@@ -1,4 +1,4 @@
-"""One runtime's side of the capstone showdown (autograder.showdown): builds training steps and times them on request.
+"""One mode's process in the capstone showdown (autograder.showdown): builds training steps and times them on request.
 
 Run as `python -m autograder.showdown_worker GROUP`, GROUP being "torch", "tensorflow" or "keras_torch" (Keras 3 on
 the PyTorch backend: the parent sets KERAS_BACKEND=torch before Keras is imported here). It reads one JSON command per
@@ -19,6 +19,8 @@ import sys
 import time
 
 import numpy as np
+
+from autograder.worker._steps import keras_tape_step
 
 GROUP = sys.argv[1] if __name__ == "__main__" else ""
 CLASSES = 10
@@ -42,6 +44,10 @@ def _data(batch: int, channels_last: bool):
 
 def _peak_rss_mb() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+
+def _rss_mb() -> float:
+    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 
 
 def _reset_peak_rss() -> None:
@@ -94,7 +100,6 @@ class TorchRuntime:
     def reset_peak(self) -> None:
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats()
-        _reset_peak_rss()
 
     def peak_mb(self) -> float:
         return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else _peak_rss_mb()
@@ -129,23 +134,13 @@ class TensorFlowRuntime:
         x, y = (tf.constant(a) for a in _data(batch, channels_last=True))
         if mode.startswith("keras_tf"):
             return _keras_trainer(keras, model, mode.endswith("graph"), x, y)
-        opt = keras.optimizers.Adam(learning_rate=1e-3)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-            return loss
-
-        if mode != "tf_eager":
-            step = tf.function(step, jit_compile=(mode == "tf_xla"))
+        step = keras_tape_step(tf, model, keras.optimizers.Adam(learning_rate=1e-3),
+                               keras.losses.SparseCategoricalCrossentropy(from_logits=True), mode)
         return lambda: step(x, y)
 
     def reset_peak(self) -> None:
         if self.gpu:
             self.tf.config.experimental.reset_memory_stats("GPU:0")
-        _reset_peak_rss()
 
     def peak_mb(self) -> float:
         if self.gpu:
@@ -198,6 +193,12 @@ def serve(group: str) -> None:
         out.write(json.dumps(fields) + "\n")
         out.flush()
 
+    # On a CPU, with a process per mode ("process"), a mode's memory is this process's peak RSS above what it held
+    # once the framework was imported; configurations run from small to large, so the peak so far is the current
+    # one's. Sharing the process with other modes ("build"), it is the RSS growth from the build to the warm-up's
+    # end, which misses memory that an earlier mode's allocations left in the allocator. On a GPU the allocator's
+    # own peak is reset before each build.
+    imported_mb = _rss_mb()
     answer(ready=group, device=runtime.describe(), pid=os.getpid())
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -205,7 +206,10 @@ def serve(group: str) -> None:
             if cmd["do"] == "build":  # build, then the first call (trace, compile) and warm-ups, timed apart
                 gc.collect()
                 runtime.reset_peak()
-                base = runtime.peak_mb()
+                on_gpu = getattr(runtime, "cuda", False) or getattr(runtime, "gpu", False)
+                if not on_gpu and cmd.get("memory") == "build":
+                    _reset_peak_rss()
+                base = 0.0 if on_gpu else imported_mb if cmd.get("memory") == "process" else _rss_mb()
                 steps[cmd["mode"]] = step = runtime.build(cmd["mode"], cmd["batch"], cmd["width"])
                 t0 = time.perf_counter()
                 step()

@@ -28,7 +28,8 @@ def main() -> None:
              [m for m, (group, _) in MODES.items() if group != "tensorflow"] if args.modes == "torch" else
              args.modes.split(","))
     t0 = time.perf_counter()
-    report = run_showdown(configs, modes, samples=args.samples, progress=lambda m: print(m, flush=True))
+    report = run_showdown(configs, modes, samples=args.samples, progress=lambda m: print(m, flush=True),
+                          isolate=True)  # a process per mode: each mode's memory is its own
     took = time.perf_counter() - t0
     text = f"{report.table()}\n\n{report.verdicts()}\n\nmeasured in {took:.0f} s\n"
     print(text)

@@ -153,19 +153,13 @@ def _tf_step(mode: str, batch_size: int):
     import keras
 
     from autograder.datasets import digits
+    from autograder.worker._steps import keras_tape_step
     tf = _full_float32_tf()
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
                               keras.layers.Flatten(), keras.layers.Dense(10)])
     opt = keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-8)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
-    if mode != "tf_eager":
-        step = tf.function(step, jit_compile=(mode == "tf_xla"))
+    step = keras_tape_step(tf, model, opt, loss_fn, mode)
     return step, [tf.constant(a) for a in digits(batch_size, seed=0, channels_last=True)]
 
 

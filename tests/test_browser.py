@@ -195,7 +195,8 @@ def test_the_check_panel_in_jupyterlab_shows_every_part_passed_and_reveals_a_hin
     page = _open(browser, url, token, f"exercises/{MODULE}/solved.ipynb")
     _run_all(page)
     panels = page.locator(".clash-panel")
-    _wait_for(page, "every-panel", lambda: panels.count() >= n_grade_cells + 1, 240)
+    # 420 s: in CI this Run All shares two cores with the lessons' showdown runs; 240 s was missed once (issue 14).
+    _wait_for(page, "every-panel", lambda: panels.count() >= n_grade_cells + 1, 420)
     for i in range(panels.count()):
         panel = panels.nth(i)
         rows = panel.locator(".clash-part")

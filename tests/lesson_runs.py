@@ -38,3 +38,19 @@ def check_lesson_pair(module) -> None:
         weights = {fw: re.search(r"final weights: \[(.*?)\]", text).group(1).split() for fw, text in outputs.items()}
         diff = max(abs(float(a) - float(b)) for a, b in zip(weights["torch"], weights["tensorflow"]))
         assert diff <= 1e-5, weights
+
+
+def headless_test_for(group: str):
+    """The headless test of one group's modules, for a test file to bind at module level."""
+    import pytest
+
+    from autograder import load_course
+
+    from conftest import ROOT
+    modules = [m for m in load_course(ROOT).modules if m.id in HEADLESS_GROUPS[group]]
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("module", modules, ids=lambda m: m.id)
+    def test_lessons_run_headless_without_errors_or_stderr_and_twins_agree(module):
+        check_lesson_pair(module)
+    return test_lessons_run_headless_without_errors_or_stderr_and_twins_agree

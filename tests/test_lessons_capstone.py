@@ -1,16 +1,4 @@
 """Lesson 09 runs headless: each twin runs the showdown (see tests/lesson_runs.py)."""
-import pytest
-from lesson_runs import HEADLESS_GROUPS, check_lesson_pair
+from lesson_runs import headless_test_for
 
-from conftest import ROOT
-
-
-def modules():
-    from autograder import load_course
-    return [m for m in load_course(ROOT).modules if m.id in HEADLESS_GROUPS["capstone"]]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("module", modules(), ids=lambda m: m.id)
-def test_lessons_run_headless_without_errors_or_stderr_and_twins_agree(module):
-    check_lesson_pair(module)
+test_lessons_run_headless_without_errors_or_stderr_and_twins_agree = headless_test_for("capstone")

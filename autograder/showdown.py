@@ -1,7 +1,8 @@
 """The capstone's showdown: is TensorFlow more efficient than PyTorch, asked fairly.
 
-Each mode runs in a process of its own (autograder.showdown_worker) on one of three runtimes: PyTorch, TensorFlow,
-and Keras 3 on the PyTorch backend (Keras picks its backend once, at import). The rules:
+Each runtime's modes run in a process of their own (autograder.showdown_worker), or each mode in its own with
+`isolate=True`. The runtimes are PyTorch, TensorFlow, and Keras 3 on the PyTorch backend (Keras picks its backend
+once, at import, so it needs a process apart). The rules:
 
 - the same model (two 3×3 convolutions of `width` channels on 8×8 images, then a dense layer), the same batch, one
   Adam step with the mean cross-entropy, in every mode;
@@ -101,7 +102,8 @@ class Report:
     @property
     def device(self) -> str:
         names = sorted(set(self.devices.values()))
-        return f"{' / '.join(names)}, {self.threads} thread per runtime" if names == ["CPU"] else " / ".join(names)
+        per = f"{self.threads} thread{'s' if self.threads != 1 else ''} per runtime"
+        return f"{' / '.join(names)}, {per}" if names == ["CPU"] else " / ".join(names)
 
     def configs(self) -> list[tuple[int, int]]:
         return list(dict.fromkeys((r.batch, r.width) for r in self.rows))
@@ -122,11 +124,9 @@ class Report:
         configs = self.configs()
         if len(configs) < 2:
             return None
-        work = [flops_per_step(b, w) for b, w in configs]
         times = [self.best(b, w) for b, w in configs]
-        mean_w, mean_t = statistics.fmean(work), statistics.fmean(times)
-        slope = sum((f - mean_w) * (t - mean_t) for f, t in zip(work, times)) / sum((f - mean_w) ** 2 for f in work)
-        fixed = min(max(mean_t - slope * mean_w, 0.0), min(times))
+        fit = statistics.linear_regression([flops_per_step(b, w) for b, w in configs], times)
+        fixed = min(max(fit.intercept, 0.0), min(times))
         return fixed / self.best(batch, width)
 
     def regime(self, batch: int, width: int) -> str:
@@ -269,8 +269,9 @@ def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: in
     processes = list({id(w): w for w in workers.values()}.values())
     order = random.Random(seed)
     try:
-        devices = {w.group: w.ask()["device"] for w in processes}  # each process's ready line, once
-        report = Report(devices, 1, samples, skipped=skipped)
+        ready = [(w.group, w.ask()) for w in processes]  # each process's ready line, once
+        report = Report({group: r["device"] for group, r in ready}, max((r["threads"] for _, r in ready), default=1),
+                        samples, skipped=skipped)
         measured = {}
         for batch, width in sorted(configs, key=lambda c: flops_per_step(*c)):  # small to large: see the worker
             built = {}

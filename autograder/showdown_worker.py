@@ -1,4 +1,5 @@
-"""One mode's process in the capstone showdown (autograder.showdown): builds training steps and times them on request.
+"""One process of the capstone showdown (autograder.showdown), serving one runtime's modes (or one mode, when the
+parent isolates them): it builds training steps and times them on request.
 
 Run as `python -m autograder.showdown_worker GROUP`, GROUP being "torch", "tensorflow" or "keras_torch" (Keras 3 on
 the PyTorch backend: the parent sets KERAS_BACKEND=torch before Keras is imported here). It reads one JSON command per
@@ -42,12 +43,9 @@ def _data(batch: int, channels_last: bool):
     return (x.transpose(0, 2, 3, 1).copy() if channels_last else x), y
 
 
-def _peak_rss_mb() -> float:
-    return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
-
-
-def _rss_mb() -> float:
-    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+def _status_mb(field: str) -> float:
+    """A size from /proc/self/status in MiB: VmRSS (resident now) or VmHWM (its peak)."""
+    return int(re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 
 
 def _reset_peak_rss() -> None:
@@ -63,14 +61,17 @@ class TorchRuntime:
         torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # Dynamo's notices go to stderr
         torch.set_num_threads(1)
         self.torch = torch
-        self.cuda = torch.cuda.is_available()
-        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.gpu = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.gpu else "cpu")
 
     def describe(self) -> str:
-        return self.torch.cuda.get_device_name(0) if self.cuda else "CPU"
+        return self.torch.cuda.get_device_name(0) if self.gpu else "CPU"
+
+    def threads(self) -> int:
+        return self.torch.get_num_threads()
 
     def sync(self) -> None:
-        if self.cuda:
+        if self.gpu:
             self.torch.cuda.synchronize()
 
     def fresh_compiler(self) -> None:
@@ -98,11 +99,11 @@ class TorchRuntime:
         return lambda: step(x, y)
 
     def reset_peak(self) -> None:
-        if self.cuda:
+        if self.gpu:
             self.torch.cuda.reset_peak_memory_stats()
 
     def peak_mb(self) -> float:
-        return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else _peak_rss_mb()
+        return self.torch.cuda.max_memory_allocated() / 2**20 if self.gpu else _status_mb("VmHWM")
 
 
 class TensorFlowRuntime:
@@ -122,6 +123,9 @@ class TensorFlowRuntime:
         tf = self.tf
         return tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get("device_name",
                                                                                                          "GPU")
+
+    def threads(self) -> int:
+        return self.tf.config.threading.get_intra_op_parallelism_threads()
 
     def sync(self) -> None:
         if self.gpu:
@@ -145,7 +149,7 @@ class TensorFlowRuntime:
     def peak_mb(self) -> float:
         if self.gpu:
             return self.tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        return _peak_rss_mb()
+        return _status_mb("VmHWM")
 
 
 class KerasTorchRuntime(TorchRuntime):
@@ -198,18 +202,21 @@ def serve(group: str) -> None:
     # one's. Sharing the process with other modes ("build"), it is the RSS growth from the build to the warm-up's
     # end, which misses memory that an earlier mode's allocations left in the allocator. On a GPU the allocator's
     # own peak is reset before each build.
-    imported_mb = _rss_mb()
-    answer(ready=group, device=runtime.describe(), pid=os.getpid())
+    imported_mb = _status_mb("VmRSS")
+    answer(ready=group, device=runtime.describe(), threads=runtime.threads(), pid=os.getpid())
     for line in sys.stdin:
         cmd = json.loads(line)
         try:
             if cmd["do"] == "build":  # build, then the first call (trace, compile) and warm-ups, timed apart
                 gc.collect()
                 runtime.reset_peak()
-                on_gpu = getattr(runtime, "cuda", False) or getattr(runtime, "gpu", False)
-                if not on_gpu and cmd.get("memory") == "build":
+                if runtime.gpu:
+                    base = 0.0
+                elif cmd.get("memory") == "process":
+                    base = imported_mb
+                else:
                     _reset_peak_rss()
-                base = 0.0 if on_gpu else imported_mb if cmd.get("memory") == "process" else _rss_mb()
+                    base = _status_mb("VmRSS")
                 steps[cmd["mode"]] = step = runtime.build(cmd["mode"], cmd["batch"], cmd["width"])
                 t0 = time.perf_counter()
                 step()

@@ -26,21 +26,28 @@ against their FLOPs splits each step into fixed cost and work, and a step that i
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import math
 import os
+import platform
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .showdown_worker import flops_per_step
 
-__all__ = ["MODES", "VERDICT_PAIRS", "SAMPLES", "LAUNCH_BOUND_SHARE", "Measured", "Report", "run_showdown"]
+__all__ = ["MODES", "VERDICT_PAIRS", "SAMPLES", "LAUNCH_BOUND_SHARE", "REUSE_WITHIN_S", "Measured", "Report",
+           "run_showdown"]
 
 # mode -> (worker group, what it is)
 MODES = {
@@ -69,6 +76,9 @@ SAMPLES = 30            # interleaved samples per mode and configuration (the is
 WARMUP = 9              # calls after the first, kept out of the samples: allocators and caches settle
 SAMPLE_FLOOR_S = 0.002  # a sample of a very short step repeats it until the sample takes about this long
 LAUNCH_BOUND_SHARE = 0.5  # launch-bound: fixed per-step cost is at least half of the fastest step
+# A lesson may reuse a showdown measured this recently on this machine, for the same request and framework
+# versions: the two 09 lessons ask for the same one, and a minute of measuring twice teaches nothing new.
+REUSE_WITHIN_S = 3600
 
 
 @dataclass
@@ -98,6 +108,16 @@ class Report:
     samples: int
     rows: list[Measured] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # mode -> why it was not measured
+    measured_at: float = 0.0  # seconds since the epoch, when the measuring ended
+    reused: bool = False      # read back from an earlier run's cache (run_showdown's reuse_within_s)
+
+    @property
+    def provenance(self) -> str:
+        when = datetime.fromtimestamp(self.measured_at).strftime("%H:%M:%S")
+        if not self.reused:
+            return f"measured now (finished at {when})"
+        return (f"reused: measured at {when} by an earlier run on this machine with the same configurations, modes "
+                f"and framework versions; run_showdown(..., reuse_within_s=None) measures again")
 
     @property
     def device(self) -> str:
@@ -247,12 +267,55 @@ class _Worker:
         self.log.close()
 
 
+def _cache_file(request: dict) -> Path:
+    """Where a showdown for this request is kept: CLASH_SHOWDOWN_CACHE, else the user's cache folder. The name
+    hashes the request with everything that would change its numbers: framework versions, Python, host, GPUs."""
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    key = {**request, "versions": {n: version(n) for n in ("torch", "tensorflow", "keras")}, "python": sys.version,
+           "host": platform.node(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    root = os.environ.get("CLASH_SHOWDOWN_CACHE") or Path.home() / ".cache" / "clash-of-frameworks" / "showdown"
+    return Path(root) / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.json"
+
+
+def _reuse(path: Path, within_s: float) -> Report | None:
+    try:
+        state = json.loads(path.read_text())
+        if time.time() - state["measured_at"] > within_s:
+            return None
+        rows = [Measured(**r) for r in state.pop("rows")]
+        return Report(**{**state, "rows": rows, "reused": True})
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: measure
+        return None
+
+
+def _keep(path: Path, report: Report) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(dataclasses.asdict(report)))
+    os.replace(partial, path)  # whole or absent: a second lesson never reads half a file
+
+
 def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: int = SAMPLES,
-                 seed: int = 0, progress=None, isolate: bool = False) -> Report:
+                 seed: int = 0, progress=None, isolate: bool = False,
+                 reuse_within_s: float | None = None) -> Report:
     """Measure every mode at every (batch, width) configuration; see the module's docstring for the rules.
 
     isolate=True gives each mode a process of its own, so that its memory on a CPU is its own (a framework import
-    per mode: slower to start). By default each runtime's modes share one process."""
+    per mode: slower to start). By default each runtime's modes share one process. With reuse_within_s, a report
+    of the same request measured that recently on this machine is read back instead (its `reused` says so), and
+    a new one is kept for the next caller."""
+    if reuse_within_s is not None:
+        cache = _cache_file({"configs": [list(c) for c in configs], "modes": list(modes), "samples": samples,
+                             "seed": seed, "isolate": isolate})
+        if (report := _reuse(cache, reuse_within_s)) is not None:
+            return report
+        report = run_showdown(configs, modes, samples, seed, progress, isolate)
+        _keep(cache, report)
+        return report
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; the modes are {list(MODES)}")
@@ -293,6 +356,7 @@ def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: in
                 measured[(batch, width, mode)] = Measured(mode, batch, width, times[mode], info["first_s"],
                                                           info["naive_s"], info["peak_mb"])
         report.rows = [measured[(b, w, m)] for b, w in configs for m in modes]  # in the order asked for
+        report.measured_at = time.time()
         return report
     finally:
         for w in processes:

@@ -110,20 +110,26 @@ KERNEL_DIED = ("has died", "appears to have died", "Kernel Restarting")
 
 
 def _handle_dialog(page):
-    """JupyterLab may raise a modal dialog mid-test under load (seen once in CI: it swallowed the Re-check click).
-    Record what it said; a dead kernel fails the test with its text; any other dialog is cancelled, as a student
-    would, and the test goes on."""
-    dialog = page.locator(".jp-Dialog").first
-    text = " ".join((dialog.inner_text() or "").split())
-    _shot(page, f"dialog-{int(time.monotonic())}.png")
-    print(f"JupyterLab dialog: {text!r}")
-    if any(k in text for k in KERNEL_DIED):
-        raise AssertionError(f"the kernel died: JupyterLab says {text!r}")
-    cancel = dialog.locator(".jp-Dialog-footer .jp-mod-reject")
-    if cancel.count():
-        cancel.first.click()
-    else:
-        dialog.press("Escape")
+    """JupyterLab may raise a modal dialog mid-test under load (seen in CI: it swallowed the Re-check click, and once
+    two stacked dialogs outlived a handler that closed only the first). Record what each said; a dead kernel fails
+    the test with its text; every other dialog is cancelled, as a student would, until none is left."""
+    for _ in range(10):
+        dialogs = page.locator(".jp-Dialog")
+        if not dialogs.count():
+            return
+        dialog = dialogs.last   # the topmost: the one that takes the keyboard
+        text = " ".join((dialog.inner_text() or "").split())
+        _shot(page, f"dialog-{int(time.monotonic())}.png")
+        print(f"JupyterLab dialog: {text!r}")
+        if any(k in text for k in KERNEL_DIED):
+            raise AssertionError(f"the kernel died: JupyterLab says {text!r}")
+        cancel = dialog.locator(".jp-Dialog-footer .jp-mod-reject")
+        if cancel.count():
+            cancel.first.click(no_wait_after=True)
+        else:
+            dialog.press("Escape")
+        page.wait_for_timeout(300)
+    raise AssertionError(f"JupyterLab dialogs would not close: {page.locator('.jp-Dialog').all_inner_texts()!r}")
 
 
 def _open(browser, url, token, path):
@@ -149,6 +155,7 @@ def _run_all(page):
         page.wait_for_function(STARTED, timeout=60_000)
     except Exception:
         _shot(page, "run-all-did-not-start.png")
+        _handle_dialog(page)   # a waiting function is no locator action: a dialog that blocked it is not yet handled
         page.keyboard.press("Escape")
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_function(STARTED, timeout=60_000)

@@ -3,7 +3,7 @@ import json
 import re
 
 import pytest
-from lesson_runs import CLAIM, HEADLESS_GROUPS, check_lesson_pair
+from lesson_runs import CLAIM, HEADLESS_GROUPS, headless_test_for
 
 from conftest import ROOT
 
@@ -54,10 +54,7 @@ def test_every_section_states_what_it_demonstrates_as_a_checked_claim(path):
     assert not catching, f"{path.name}: sections {catching} catch an exception in a cell that claims nothing"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", [m for m in modules() if m.id in HEADLESS_GROUPS["first"]], ids=lambda m: m.id)
-def test_lessons_run_headless_without_errors_or_stderr_and_twins_agree(module):
-    check_lesson_pair(module)
+test_lessons_run_headless_without_errors_or_stderr_and_twins_agree = headless_test_for("first")
 
 
 def test_every_lesson_pair_runs_headless_in_one_of_the_test_files():

@@ -1,6 +1,8 @@
 """The capstone's showdown (autograder.showdown): its rules on made-up samples, and one small real run."""
+import dataclasses
 import json
 import re
+import time
 
 import pytest
 
@@ -82,6 +84,32 @@ def test_the_lessons_quote_the_showdowns_own_sample_count():
 
 
 @pytest.mark.slow
+def test_a_showdown_is_reused_only_for_the_same_request_within_its_window(tmp_path, monkeypatch):
+    """The 09 twins ask for the same showdown: the second reads the first's back, and nothing else does."""
+    monkeypatch.setenv("CLASH_SHOWDOWN_CACHE", str(tmp_path))
+    report = Report({"torch": "CPU"}, 1, 4, rows=[measured("torch_eager", 8, 4, 2.0)], measured_at=time.time())
+    request = {"configs": [[8, 4]], "modes": ["torch_eager"], "samples": 4, "seed": 0, "isolate": False}
+    showdown._keep(showdown._cache_file(request), report)
+
+    def no_worker(group):
+        raise AssertionError("a reused showdown started a worker")
+    monkeypatch.setattr(showdown, "_Worker", no_worker)
+    back = run_showdown([(8, 4)], modes=("torch_eager",), samples=4, reuse_within_s=60)
+    assert back.reused and back.rows == report.rows and back.table() == report.table()
+    assert "reused: measured at" in back.provenance and "measured now" in report.provenance
+    with pytest.raises(AssertionError, match="started a worker"):  # another request measures
+        run_showdown([(8, 4)], modes=("torch_eager",), samples=5, reuse_within_s=60)
+    with pytest.raises(AssertionError, match="started a worker"):  # so does the same one without reuse
+        run_showdown([(8, 4)], modes=("torch_eager",), samples=4)
+    stale = dataclasses.replace(report, measured_at=time.time() - 120)
+    showdown._keep(showdown._cache_file(request), stale)
+    with pytest.raises(AssertionError, match="started a worker"):  # and one measured too long ago is measured again
+        run_showdown([(8, 4)], modes=("torch_eager",), samples=4, reuse_within_s=60)
+    showdown._cache_file(request).write_text("{half a file")
+    with pytest.raises(AssertionError, match="started a worker"):
+        run_showdown([(8, 4)], modes=("torch_eager",), samples=4, reuse_within_s=60)
+
+
 def test_a_small_real_showdown_measures_every_runtime_in_its_own_process():
     """One tiny configuration, three runtimes (PyTorch, TensorFlow, Keras on PyTorch): every mode measured, each
     first call reported apart from its samples, and a worker's failure named with its mode and configuration."""

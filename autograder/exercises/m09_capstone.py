@@ -45,7 +45,13 @@ MODE_BAND = 6.0
 # 3, not 2: with three test processes on two cores, the timeit + torch.utils.benchmark alternative missed twice in a
 # row once (its tf_function mode over MODE_BAND). Extra attempts cost time only on a miss.
 ATTEMPTS = 3
-STEPS, WARMUP = 25, 3          # what the grader asks benchmark_step for
+# What the grader asks benchmark_step for. Few steps, so that a benchmark timing its first calls (no warm-up, a
+# mean) carries their whole cost. Measured idle on 2 CPU cores: tf_function's trace puts such a mean at 23-76x the
+# steady step over 5 steps at batch 32-256, but only 5.4-16x over 25, under MODE_BAND at batch 256; under CI's load
+# it passed at 2.7x over 25 steps at batch 128. benchmarks/student_benchmarks.py at 5 steps, 8 runs each beside one
+# busy core: that wrong answer failed every run (its slow mode at 25-150x the grader's); the solution and the
+# timeit + torch.utils.benchmark alternative passed every run at the first attempt (quotients 0.50-1.51).
+STEPS, WARMUP = 5, 3
 SCALES_BATCHES = (32, 1024)
 
 

@@ -22,8 +22,8 @@ os.environ["CLASH_PROGRESS_DIR"] = tempfile.mkdtemp(prefix="clash-test-progress-
 @pytest.fixture(scope="session")
 def zygote():
     """One process per pytest worker that imports torch and TensorFlow once and forks each check's workers, as a
-    notebook kernel and `clash grade` do. The module tests pass it to run_check; the CLI tests in test_integrity
-    start fresh interpreters, as `clash check` does."""
+    notebook kernel and `clash grade` do. The module tests pass it to run_check; the CLI tests (test_cli, and
+    test_integrity's) start fresh interpreters, as `clash check` does."""
     from autograder._sandbox import worker_env
     from autograder._zygote import Zygote
     z = Zygote(["torch", "tensorflow"], worker_env("auto"))

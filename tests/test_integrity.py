@@ -24,27 +24,35 @@ def modules():
 
 
 @pytest.mark.parametrize("module", modules(), ids=lambda m: m.id)
-def test_every_solution_passes_through_the_cli(module):
-    run = clash("check", module.id, "--notebook", str(module.solution), "--json")
-    assert run.returncode == 0, run.stdout + run.stderr
-    result = json.loads(run.stdout)
-    assert result["passed"] and result["score"] == result["max_score"] == module.exercise.max_score
-    assert all(p["status"] == "passed" for p in result["parts"])
-    assert result["device"].startswith(("cpu", "cuda"))
-    assert run.stderr == ""
+def test_every_solution_passes(module, course, zygote):
+    result = run_check(module.id, notebook=module.solution, course=course, zygote=zygote)
+    assert result.passed and result.score == result.max_score == module.exercise.max_score, \
+        [(p.id, p.message) for p in result.parts if not p.passed]
+    assert result.device.startswith(("cpu", "cuda"))
 
 
 @pytest.mark.parametrize("module", modules(), ids=lambda m: m.id)
-def test_every_untouched_exercise_fails_with_one_clear_message_per_part(module, tmp_path):
-    run = clash("check", module.id, "--notebook", str(module.exercise_notebook), "--json")
-    assert run.returncode == 1, run.stdout + run.stderr
+def test_every_untouched_exercise_fails_with_one_clear_message_per_part(module, course, zygote):
+    result = run_check(module.id, notebook=module.exercise_notebook, course=course, zygote=zygote)
+    assert result.score == 0 and len(result.parts) == len(module.exercise.parts)
+    for part in result.parts:
+        assert part.status == "failed"
+        assert "\n" not in part.message and "Traceback" not in part.message
+        assert "not written yet" in part.message or "is not defined" in part.message, part.message
+
+
+@pytest.mark.parametrize("notebook, code", [("solution", 0), ("exercise_notebook", 1)])
+def test_the_cli_checks_in_fresh_interpreters_as_a_self_learner_runs_it(notebook, code):
+    """The tests above share one zygote per test process, as a kernel and `clash grade` do; `clash check` starts
+    its own. The same check, the same result object, as JSON, with the exit code a shell script reads."""
+    module = modules()[0]
+    run = clash("check", module.id, "--notebook", str(getattr(module, notebook)), "--json")
+    assert run.returncode == code, run.stdout + run.stderr
     result = json.loads(run.stdout)
-    assert result["score"] == 0 and len(result["parts"]) == len(module.exercise.parts)
-    for part in result["parts"]:
-        assert part["status"] == "failed"
-        msg = part["message"]
-        assert "\n" not in msg and "Traceback" not in msg
-        assert "not written yet" in msg or "is not defined" in msg, msg
+    assert result["score"] == (result["max_score"] if code == 0 else 0)
+    assert all(p["status"] == ("passed" if code == 0 else "failed") for p in result["parts"])
+    assert result["device"].startswith(("cpu", "cuda"))
+    assert run.stderr == ""
 
 
 WRONG = {

@@ -440,13 +440,12 @@ def make_fast(fn):
 
 def test_a_torchscript_trace_does_not_fuse_and_stays_under_the_cpu_threshold(course, tmp_path, zygote):
     """torch.jit.trace removes Python's dispatch but not the 45 passes over memory: on the tiled CPU workload it
-    measured 0.80-0.87x against 1.15x (torch.compile 1.31-1.87x beside busy cores; benchmarks/load_test.py), so it
-    fails clearly
-    instead of flaking around the threshold as it did at 1.14-1.21x on the untiled one."""
+    measured 0.80-0.87x against 1.15x (torch.compile 1.31-1.87x beside busy cores; benchmarks/load_test.py), where
+    it flaked around the threshold at 1.14-1.21x on the untiled one. Once, inside the whole suite on two cores, it
+    reached 1.12x: still a fail, so the test asks only that (an earlier `ratio < 1.1` failed there)."""
     nb = notebook_with(course.module(M).solution, {"make_fast": TRACE}, tmp_path / "trace.ipynb")
     (p,) = run_check(f"{M}.graph_speedup", notebook=nb, course=course, zygote=zygote).parts
     assert p.status == "failed" and "as fast as eager chain; at least 1.15x expected" in p.message, p.message
-    assert p.details["ratio"] < 1.1, p.details
 
 
 def test_the_timer_text_states_the_graders_band_and_attempts(course):

@@ -109,26 +109,35 @@ def browser(lab):
 KERNEL_DIED = ("has died", "appears to have died", "Kernel Restarting")
 
 
+# A dialog's button, clicked in the page's own script: a Playwright click is a locator action, which would run the
+# dialog handler again inside itself (seen in CI: the inner run closed the dialog, the outer click then waited 30 s).
+CLICK_IN_TOP_DIALOG = """selector => {
+    const dialog = [...document.querySelectorAll('.jp-Dialog')].pop();
+    const button = dialog && dialog.querySelector('.jp-Dialog-footer ' + selector);
+    if (button) { button.click(); }
+    return Boolean(button);
+}"""
+
+
 def _handle_dialog(page):
-    """JupyterLab may raise a modal dialog mid-test under load (seen in CI: it swallowed the Re-check click, and once
-    two stacked dialogs outlived a handler that closed only the first). Record what each said; a dead kernel fails
-    the test with its text; every other dialog is cancelled, as a student would, until none is left."""
+    """JupyterLab may raise a modal dialog mid-test under load. Seen in CI: one swallowed the Re-check click, and
+    "Select Kernel" for a notebook whose kernel had not started, which a cancel answers with "No Kernel", so that
+    nothing ever runs. Record what each said; a dead kernel fails the test with its text; "Select Kernel" is
+    answered with the preferred Python kernel, as a student would; any other dialog is cancelled; until none is
+    left. Only reads, script clicks and keys: no locator action."""
     for _ in range(10):
-        dialogs = page.locator(".jp-Dialog")
-        if not dialogs.count():
+        texts = page.locator(".jp-Dialog").all_inner_texts()
+        if not texts:
             return
-        dialog = dialogs.last   # the topmost: the one that takes the keyboard
-        text = " ".join((dialog.inner_text() or "").split())
+        text = " ".join(texts[-1].split())
         _shot(page, f"dialog-{int(time.monotonic())}.png")
         print(f"JupyterLab dialog: {text!r}")
         if any(k in text for k in KERNEL_DIED):
             raise AssertionError(f"the kernel died: JupyterLab says {text!r}")
-        cancel = dialog.locator(".jp-Dialog-footer .jp-mod-reject")
-        if cancel.count():
-            cancel.first.click(no_wait_after=True)
-        else:
-            dialog.press("Escape")
-        page.wait_for_timeout(300)
+        answer = ".jp-mod-accept" if "Select kernel for" in text else ".jp-mod-reject"
+        if not page.evaluate(CLICK_IN_TOP_DIALOG, answer):
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
     raise AssertionError(f"JupyterLab dialogs would not close: {page.locator('.jp-Dialog').all_inner_texts()!r}")
 
 
@@ -138,8 +147,9 @@ def _open(browser, url, token, path):
     page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _handle_dialog(page))
     page.goto(f"{url}/lab/tree/{path}?reset&token={token}")  # reset: no tab restored from an earlier page
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-    # The kernel is up when the toolbar's kernel status reads idle.
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    # The kernel is up when the toolbar's kernel status reads idle; a "Select Kernel" dialog on the way is answered.
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    _wait_for(page, "kernel-idle", lambda: idle.count() > 0, 90)
     return page
 
 

@@ -124,8 +124,9 @@ def _handle_dialog(page):
     "Select Kernel" for a notebook whose kernel had not started, which a cancel answers with "No Kernel", so that
     nothing ever runs. Record what each said; a dead kernel fails the test with its text; "Select Kernel" is
     answered with the preferred Python kernel, as a student would; any other dialog is cancelled; until none is
-    left. Only reads, script clicks and keys: no locator action."""
-    for _ in range(10):
+    left (a Run All without a kernel raises "Select Kernel" once per cell it tries: CI saw more than ten in a row).
+    Only reads, script clicks and keys: no locator action."""
+    for _ in range(60):
         texts = page.locator(".jp-Dialog").all_inner_texts()
         if not texts:
             return
@@ -147,11 +148,17 @@ def _open(browser, url, token, path):
     page.add_locator_handler(page.locator(".jp-Dialog"), lambda: _handle_dialog(page))
     page.goto(f"{url}/lab/tree/{path}?reset&token={token}")  # reset: no tab restored from an earlier page
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-    # The kernel is up when the toolbar's kernel status reads idle; a "Select Kernel" dialog on the way is answered.
-    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    _wait_for(page, "kernel-idle", lambda: idle.count() > 0, 90)
+    # The kernel is up when the notebook's session holds a connected, idle kernel: the toolbar can read idle before
+    # (CI: a Run All then found no kernel and asked for one). A "Select Kernel" dialog on the way is answered.
+    _wait_for(page, "kernel-connected", lambda: page.evaluate(KERNEL_CONNECTED), 120)
     return page
 
+
+KERNEL_CONNECTED = """() => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+    return Boolean(kernel) && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
 
 STARTED = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')]
                      .some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"""

@@ -293,10 +293,13 @@ def _reuse(path: Path, within_s: float) -> Report | None:
 
 
 def _keep(path: Path, report: Report) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(dataclasses.asdict(report)))
-    os.replace(partial, path)  # whole or absent: a second lesson never reads half a file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(dataclasses.asdict(report)))
+        os.replace(partial, path)  # whole or absent: a second lesson never reads half a file
+    except OSError:  # a cache folder that cannot be written: the report stands, the next caller measures again
+        pass
 
 
 def run_showdown(configs: list[tuple[int, int]], modes=LESSON_MODES, samples: int = SAMPLES,

@@ -108,6 +108,9 @@ def test_a_showdown_is_reused_only_for_the_same_request_within_its_window(tmp_pa
     showdown._cache_file(request).write_text("{half a file")
     with pytest.raises(AssertionError, match="started a worker"):
         run_showdown([(8, 4)], modes=("torch_eager",), samples=4, reuse_within_s=60)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("CLASH_SHOWDOWN_CACHE", str(tmp_path / "not-a-folder"))
+    showdown._keep(showdown._cache_file(request), report)  # a cache that cannot be written is skipped, silently
 
 
 def test_a_small_real_showdown_measures_every_runtime_in_its_own_process():
